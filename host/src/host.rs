@@ -1,0 +1,186 @@
+//! Assembles a running host: storage, keys, sandbox, registry, watcher and
+//! HTTP server, started in that order and stopped in reverse.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::http::{HttpContext, HttpLimits};
+use crate::keys::{Keys, MasterKeySource};
+use crate::registry::Registry;
+use crate::sandbox::{CodeCache, EngineError, Sandbox, SandboxLimits};
+use crate::storage::{SqliteStorage, Storage, StorageError};
+use crate::watcher::{FolderEvent, FolderWatch, WatchError, run_deployer, watch_folder};
+
+/// Everything `perdure serve` can be told.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// The watched folder of `*.wasm` function apps.
+    pub functions_dir: PathBuf,
+    /// The SQLite database file.
+    pub db_path: PathBuf,
+    /// Compiled code cache; defaults to `<db>.cache` beside the database.
+    pub cache_dir: Option<PathBuf>,
+    pub listen: SocketAddr,
+    /// Without one, a key is generated on first start and kept in the
+    /// database.
+    pub master_key: Option<String>,
+    pub sandbox: SandboxLimits,
+    pub http: HttpLimits,
+}
+
+impl HostConfig {
+    pub fn new(functions_dir: impl Into<PathBuf>, db_path: impl Into<PathBuf>) -> Self {
+        Self {
+            functions_dir: functions_dir.into(),
+            db_path: db_path.into(),
+            cache_dir: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7071)),
+            master_key: None,
+            sandbox: SandboxLimits::default(),
+            http: HttpLimits::default(),
+        }
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.db_path.with_extension("cache"))
+    }
+}
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database: {0}")]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// A running host.
+pub struct Host {
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    storage: Arc<SqliteStorage>,
+    master_key_source: MasterKeySource,
+    master_key: Option<String>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    deployer: JoinHandle<()>,
+    watch: Option<FolderWatch>,
+}
+
+impl Host {
+    /// Starts a host: every app already in the folder is loaded before this
+    /// returns, and the server is accepting connections when it does.
+    pub async fn start(config: HostConfig) -> Result<Self, StartError> {
+        let dir = config.functions_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        let dir =
+            std::fs::canonicalize(&dir).map_err(io(format!("cannot resolve {}", dir.display())))?;
+
+        let db_path = config.db_path.clone();
+        let storage = tokio::task::spawn_blocking(move || SqliteStorage::open(&db_path))
+            .await
+            .map_err(|e| StorageError::Database(e.to_string()))??;
+        let storage = Arc::new(storage);
+        let dyn_storage: Arc<dyn Storage> = storage.clone();
+        let (keys, master_key_source, master_key) =
+            Keys::load(dyn_storage, config.master_key.as_deref()).await?;
+
+        let limits = config.sandbox.clone();
+        let sandbox = tokio::task::spawn_blocking(move || Sandbox::new(limits))
+            .await
+            .map_err(|e| EngineError::from_join(&e))??;
+        let cache_dir = config.cache_dir();
+        let cache = CodeCache::open(&cache_dir)
+            .map_err(io(format!("cannot create {}", cache_dir.display())))?;
+        let registry = Arc::new(Registry::new(Arc::new(sandbox), cache, dir.clone()));
+
+        // Watch before the first scan, so nothing dropped in between is
+        // missed; the deployer only starts after it, so the scan's loads
+        // and the events' loads do not race.
+        let (events_tx, events_rx) = mpsc::channel::<FolderEvent>(1024);
+        let watch = watch_folder(&dir, events_tx)?;
+        let initial = registry
+            .scan()
+            .await
+            .map_err(io(format!("cannot list {}", dir.display())))?;
+        for path in initial {
+            registry.sync(&path).await;
+        }
+        let deployer = tokio::spawn(run_deployer(registry.clone(), events_rx));
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(io(format!("cannot listen on {}", config.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(io("cannot read the listening address"))?;
+        let ctx = Arc::new(HttpContext {
+            registry: registry.clone(),
+            keys: Arc::new(keys),
+            limits: config.http.clone(),
+            local_addr: addr,
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let server = tokio::spawn(crate::http::serve(listener, ctx, shutdown_rx));
+        Ok(Self {
+            addr,
+            registry,
+            storage,
+            master_key_source,
+            master_key,
+            shutdown,
+            server,
+            deployer,
+            watch: Some(watch),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn master_key_source(&self) -> MasterKeySource {
+        self.master_key_source
+    }
+
+    /// The master key, unless it was configured (the operator has it).
+    pub fn generated_master_key(&self) -> Option<&str> {
+        self.master_key.as_deref()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (within the grace
+    /// period), stops the watcher and flushes the database.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let _ = (&mut self.server).await;
+        self.watch.take();
+        self.deployer.abort();
+        let storage = self.storage.clone();
+        let _ = tokio::task::spawn_blocking(move || storage.close()).await;
+    }
+}

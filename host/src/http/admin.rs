@@ -1,0 +1,150 @@
+//! The admin API (master key only): loaded apps, health, function keys.
+
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+
+use super::error::{empty, json_response};
+use super::{ApiError, HttpContext, HttpResponse, read_body, require_master};
+use crate::keys::KeyError;
+use crate::model::FunctionDef;
+use crate::sandbox::CacheOutcome;
+use crate::time::rfc3339;
+
+pub(super) async fn handle(
+    ctx: &HttpContext,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    require_master(ctx, &req)?;
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let segments: Vec<&str> = path.split('/').skip(2).collect();
+    let method = req.method().clone();
+    match (method, segments.as_slice()) {
+        (Method::GET, ["health"]) => Ok(health(ctx)),
+        (Method::GET, ["functions"]) => Ok(functions(ctx)),
+        (Method::GET, ["keys"]) => Ok(json_response(StatusCode::OK, &ctx.keys.list().await?)),
+        (Method::POST, ["keys"]) => create_key(ctx, req).await,
+        (Method::DELETE, ["keys", id]) => {
+            if ctx.keys.revoke(id).await? {
+                Ok(empty(StatusCode::NO_CONTENT))
+            } else {
+                Err(ApiError::not_found(format!("no function key with id {id}")))
+            }
+        }
+        (_, ["health"] | ["functions"] | ["keys"] | ["keys", _]) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            format!("{path} does not accept {}", req.method()),
+        )),
+        _ => Err(ApiError::not_found(format!("no admin route {path}"))),
+    }
+}
+
+fn health(ctx: &HttpContext) -> HttpResponse {
+    let snapshot = ctx.registry.snapshot();
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "status": "ready",
+            "apps": snapshot.apps.len(),
+            "failedApps": snapshot.failures.len(),
+        }),
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AppView<'a> {
+    name: &'a str,
+    file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loaded_time: Option<String>,
+    /// `hit` if the compiled code came from the cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compiled_code: Option<CacheOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_ms: Option<f64>,
+    functions: &'a [FunctionDef],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<ErrorView<'a>>,
+}
+
+#[derive(Serialize)]
+struct ErrorView<'a> {
+    message: &'a str,
+    time: String,
+}
+
+fn functions(ctx: &HttpContext) -> HttpResponse {
+    let snapshot = ctx.registry.snapshot();
+    let mut names: Vec<&String> = snapshot
+        .apps
+        .keys()
+        .chain(snapshot.failures.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    let apps: Vec<AppView<'_>> = names
+        .into_iter()
+        .map(|name| {
+            let app = snapshot.apps.get(name);
+            let failure = snapshot.failures.get(name);
+            AppView {
+                name,
+                file: app
+                    .map(|a| &a.path)
+                    .or(failure.map(|f| &f.path))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                digest: app.map(|a| a.digest.to_string()),
+                loaded_time: app.map(|a| rfc3339(a.loaded_at)),
+                compiled_code: app.map(|a| a.cache),
+                load_ms: app.map(|a| a.load_ms),
+                functions: app
+                    .map(|a| a.description.functions.as_slice())
+                    .unwrap_or(&[]),
+                last_error: failure.map(|f| ErrorView {
+                    message: &f.error,
+                    time: rfc3339(f.at),
+                }),
+            }
+        })
+        .collect();
+    json_response(StatusCode::OK, &serde_json::json!({ "apps": apps }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    name: String,
+    #[serde(default)]
+    function: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CreatedKey {
+    #[serde(flatten)]
+    info: crate::keys::KeyInfo,
+    /// Shown once; only its hash is stored.
+    key: String,
+}
+
+async fn create_key(ctx: &HttpContext, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, 64 * 1024).await?;
+    let new: NewKey = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "expected a JSON body like {{\"name\":\"ci\",\"function\":\"GreetFunction\"}} (function optional): {e}"
+        ))
+    })?;
+    match ctx.keys.create(&new.name, new.function).await {
+        Ok((info, key)) => Ok(json_response(
+            StatusCode::CREATED,
+            &CreatedKey { info, key },
+        )),
+        Err(KeyError::BadName) => Err(ApiError::bad_request(KeyError::BadName.to_string())),
+        Err(KeyError::Storage(e)) => Err(e.into()),
+    }
+}

@@ -1,0 +1,204 @@
+//! The HTTP server: user functions under `/api/`, the admin API under
+//! `/admin/`.
+//!
+//! Invariants: only this module knows hyper; every error becomes a JSON
+//! response in [`error::ApiError::into_response`]; request bodies are read
+//! through a size limit; slow clients are cut off by a header timeout.
+
+mod admin;
+mod error;
+mod triggers;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::keys::Keys;
+use crate::registry::Registry;
+pub(crate) use error::{ApiError, HttpResponse};
+
+/// Limits of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Time a client has to send its request headers.
+    pub header_timeout: Duration,
+    /// Time in-flight requests get to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 << 20,
+            header_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every request handler can reach.
+pub(crate) struct HttpContext {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) keys: Arc<Keys>,
+    pub(crate) limits: HttpLimits,
+    pub(crate) local_addr: SocketAddr,
+}
+
+/// Accepts connections until `shutdown` turns true, then gives in-flight
+/// requests [`HttpLimits::shutdown_grace`] to finish.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    ctx: Arc<HttpContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.limits.header_timeout);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off
+                        // rather than spin.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let ctx = ctx.clone();
+                let service = service_fn(move |req| {
+                    let ctx = ctx.clone();
+                    async move { Ok::<_, Infallible>(handle(ctx, req).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    let grace = ctx.limits.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {grace:?}; closing them");
+    }
+}
+
+async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let result = if let Some(rest) = path.strip_prefix("/api/") {
+        let rest = rest.to_owned();
+        triggers::handle(&ctx, req, &rest).await
+    } else if path == "/admin" || path.starts_with("/admin/") {
+        admin::handle(&ctx, req).await
+    } else {
+        Err(ApiError::not_found(format!(
+            "no route {path}; user functions live under /api/"
+        )))
+    };
+    let response = result.unwrap_or_else(ApiError::into_response);
+    tracing::debug!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+/// The key a request presents: the `x-functions-key` header, or the `code`
+/// query parameter.
+pub(crate) fn presented_key(headers: &HeaderMap, query: &[(String, String)]) -> Option<String> {
+    headers
+        .get("x-functions-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            query
+                .iter()
+                .find(|(k, _)| k == "code")
+                .map(|(_, v)| v.clone())
+        })
+}
+
+/// Decoded query parameters.
+pub(crate) fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
+    req.uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// Reads a request body, refusing more than `limit` bytes with 413.
+pub(crate) async fn read_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "cannot read the request body: {e}"
+        ))),
+    }
+}
+
+/// Requires the master key.
+pub(crate) fn require_master(ctx: &HttpContext, req: &Request<Incoming>) -> Result<(), ApiError> {
+    let query = query_pairs(req);
+    match presented_key(req.headers(), &query) {
+        Some(key) if ctx.keys.is_master(&key) => Ok(()),
+        Some(_) => Err(ApiError::unauthorized("the key is not the master key")),
+        None => Err(ApiError::unauthorized(
+            "this route needs the master key in the x-functions-key header or the code query parameter",
+        )),
+    }
+}

@@ -1,0 +1,17 @@
+//! Perdure: a host for durable serverless functions written as WebAssembly
+//! components. See ARCHITECTURE.md for the map of this crate.
+
+pub mod host;
+mod http;
+pub mod keys;
+pub mod model;
+pub mod registry;
+pub mod route;
+pub mod sandbox;
+pub mod storage;
+mod time;
+pub mod watcher;
+
+pub use host::{Host, HostConfig, StartError};
+pub use http::HttpLimits;
+pub use sandbox::SandboxLimits;

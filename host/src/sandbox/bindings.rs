@@ -1,0 +1,10 @@
+//! Host-side bindings of the `perdure:functions` WIT package.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "function-app",
+    imports: { default: async | trappable },
+    exports: { default: async },
+});
+
+pub use perdure::functions::types;

@@ -1,0 +1,383 @@
+//! The sandbox: one wasmtime engine for the host, and one fresh store per
+//! invocation.
+//!
+//! Invariants:
+//! - Guests get WASI p2 deny-by-default (see [`state::InvocationState`]).
+//! - Every invocation runs under a memory cap and a wall-clock deadline; a
+//!   trap, a stack overflow, a runaway loop or a memory blow-up fails that
+//!   invocation only and is reported as an [`InvocationError`].
+//! - Compilation is blocking work: callers run [`Sandbox::load`] off the
+//!   async threads (`spawn_blocking`).
+//! - Guest code yields to tokio every epoch tick, so a looping guest cannot
+//!   starve other requests on its worker thread.
+
+pub mod bindings;
+mod code_cache;
+mod guest_log;
+mod imports;
+mod state;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
+
+pub use code_cache::{CacheOutcome, CodeCache};
+pub use state::Caller;
+
+use bindings::{FunctionApp, FunctionAppPre, types};
+use state::InvocationState;
+
+use crate::model::{AuthLevel, FunctionKind, RawFunction, RawTrigger};
+
+/// How often the epoch advances; the granularity of deadlines and of the
+/// yields that keep a busy guest from holding a worker thread.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits applied to every invocation. They exist so that one bad guest
+/// cannot take the host down with it.
+#[derive(Debug, Clone)]
+pub struct SandboxLimits {
+    /// Linear memory one invocation may use.
+    pub memory_bytes: usize,
+    /// Wall-clock time one invocation may take, host calls included.
+    pub timeout: Duration,
+    /// Instances that may exist at once (pooling allocator slots); past
+    /// this, invocations fail fast with [`InvocationError::Overloaded`].
+    pub max_instances: u32,
+    /// Bytes of stdout and stderr one invocation may write to the log.
+    pub log_bytes: usize,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 128 << 20,
+            timeout: Duration::from_secs(30),
+            max_instances: 1000,
+            log_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Why a component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    #[error("the component does not fit the perdure:functions world: {0}")]
+    World(String),
+    #[error("describe() failed: {0}")]
+    Describe(#[from] InvocationError),
+}
+
+/// Why one invocation failed. Each variant is one thing the caller can
+/// tell its user; none of them affects other invocations.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InvocationError {
+    #[error("the function trapped: {0}")]
+    Trapped(String),
+    #[error("the function ran longer than its limit of {0:?}")]
+    Timeout(Duration),
+    #[error("the function exceeded its memory limit of {} MiB", .0 >> 20)]
+    MemoryExhausted(usize),
+    #[error("no sandbox slot is free; try again later")]
+    Overloaded,
+    #[error("{}", .0.message)]
+    Guest(GuestError),
+}
+
+/// An error a function returned (the WIT `error` record).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GuestError {
+    pub code: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+impl From<types::Error> for GuestError {
+    fn from(e: types::Error) -> Self {
+        use types::ErrorCode as C;
+        let code = match e.code {
+            C::InvalidArgument => "invalid-argument",
+            C::NotFound => "not-found",
+            C::AlreadyExists => "already-exists",
+            C::FailedPrecondition => "failed-precondition",
+            C::PermissionDenied => "permission-denied",
+            C::ResourceExhausted => "resource-exhausted",
+            C::Timeout => "timeout",
+            C::Cancelled => "cancelled",
+            C::Application => "application",
+            C::Trapped => "trapped",
+            C::Nondeterminism => "nondeterminism",
+            C::Internal => "internal",
+        };
+        Self {
+            code,
+            message: e.message,
+            details: e
+                .details
+                .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d))),
+        }
+    }
+}
+
+/// A compiled, linked app version, ready to instantiate.
+pub struct AppCode {
+    pre: FunctionAppPre<InvocationState>,
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        thread::Builder::new()
+            .name("perdure-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Self { stop })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The engine, the linker with every host interface, and the limits.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<InvocationState>,
+    limits: SandboxLimits,
+    _ticker: EpochTicker,
+}
+
+/// Setting up the engine failed (bad limits, no address space).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the WebAssembly engine: {0}")]
+pub struct EngineError(String);
+
+impl EngineError {
+    pub(crate) fn from_join(e: &tokio::task::JoinError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+fn engine_error(e: impl std::fmt::Display) -> EngineError {
+    EngineError(e.to_string())
+}
+
+impl Sandbox {
+    pub fn new(limits: SandboxLimits) -> Result<Self, EngineError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(limits.max_instances)
+            .total_core_instances(limits.max_instances.saturating_mul(4))
+            .total_memories(limits.max_instances.saturating_mul(2))
+            .total_tables(limits.max_instances.saturating_mul(4))
+            .total_stacks(limits.max_instances)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(engine_error)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
+        FunctionApp::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(engine_error)?;
+        let ticker = EpochTicker::start(engine.clone()).map_err(engine_error)?;
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+            _ticker: ticker,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.limits
+    }
+
+    /// Compiles (or loads from `cache`) and links a component. Blocking:
+    /// run it on a blocking thread.
+    pub fn load(
+        &self,
+        cache: &CodeCache,
+        digest: &crate::model::Digest,
+        bytes: &[u8],
+    ) -> Result<(AppCode, CacheOutcome), LoadError> {
+        let (component, outcome) = cache.load_or_compile(&self.engine, digest, bytes)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(FunctionAppPre::new)
+            .map_err(|e| LoadError::World(format!("{e:#}")))?;
+        Ok((AppCode { pre }, outcome))
+    }
+
+    fn store(&self, caller: Caller) -> Store<InvocationState> {
+        let deadline = Instant::now() + self.limits.timeout;
+        let state = InvocationState::new(
+            caller,
+            self.limits.memory_bytes,
+            deadline,
+            self.limits.log_bytes,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
+            if Instant::now() >= state.deadline {
+                state.timed_out = true;
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    /// Instantiates `code` in a fresh store and runs `call` in it, mapping
+    /// every way it can fail to an [`InvocationError`].
+    async fn invoke<R, F>(
+        &self,
+        code: &AppCode,
+        caller: Caller,
+        call: F,
+    ) -> Result<R, InvocationError>
+    where
+        F: for<'a> FnOnce(
+            &'a FunctionApp,
+            &'a mut Store<InvocationState>,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
+        >,
+    {
+        let mut store = self.store(caller);
+        let outcome = tokio::time::timeout(self.limits.timeout, async {
+            let app = code.pre.instantiate_async(&mut store).await?;
+            call(&app, &mut store).await
+        })
+        .await;
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.classify(&store, e)),
+            Err(_elapsed) => Err(InvocationError::Timeout(self.limits.timeout)),
+        }
+    }
+
+    fn classify(&self, store: &Store<InvocationState>, e: wasmtime::Error) -> InvocationError {
+        let state = store.data();
+        if state.timed_out {
+            return InvocationError::Timeout(self.limits.timeout);
+        }
+        if state.memory.exceeded {
+            return InvocationError::MemoryExhausted(self.limits.memory_bytes);
+        }
+        let text = format!("{e:#}");
+        if text.contains("maximum concurrent") || text.contains("pooling") && text.contains("limit")
+        {
+            return InvocationError::Overloaded;
+        }
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::StackOverflow) => InvocationError::Trapped("stack overflow".into()),
+            Some(trap) => {
+                // The root message is the trap; the context chain names the
+                // guest frames, which help the author.
+                let root = e.root_cause().to_string();
+                let detail = e
+                    .chain()
+                    .map(|c| c.to_string())
+                    .find(|c| c.contains("wasm backtrace"));
+                let _ = trap;
+                InvocationError::Trapped(match detail {
+                    Some(bt) => format!("{root}\n{bt}"),
+                    None => root,
+                })
+            }
+            None => InvocationError::Trapped(text),
+        }
+    }
+
+    /// Asks a component to describe itself.
+    pub async fn describe(
+        &self,
+        code: &AppCode,
+        app: &str,
+    ) -> Result<Vec<RawFunction>, InvocationError> {
+        let caller = Caller {
+            app: app.into(),
+            function: "describe".into(),
+            kind: FunctionKind::Http,
+        };
+        let described = self
+            .invoke(code, caller, |app, store| {
+                Box::pin(async move { app.perdure_functions_app().call_describe(store).await })
+            })
+            .await?;
+        Ok(described.functions.into_iter().map(raw_function).collect())
+    }
+
+    /// Runs an HTTP function.
+    pub async fn handle_http(
+        &self,
+        code: &AppCode,
+        caller: Caller,
+        request: types::HttpRequest,
+    ) -> Result<types::HttpResponse, InvocationError> {
+        let function = caller.function.clone();
+        let result = self
+            .invoke(code, caller, move |app, store| {
+                Box::pin(async move {
+                    app.perdure_functions_app()
+                        .call_handle_http(store, &function, &request)
+                        .await
+                })
+            })
+            .await?;
+        result.map_err(|e| InvocationError::Guest(e.into()))
+    }
+}
+
+fn raw_function(f: types::FunctionDescriptor) -> RawFunction {
+    RawFunction {
+        name: f.name,
+        kind: match f.kind {
+            types::FunctionKind::Http => FunctionKind::Http,
+            types::FunctionKind::Orchestrator => FunctionKind::Orchestrator,
+            types::FunctionKind::Activity => FunctionKind::Activity,
+            types::FunctionKind::Entity => FunctionKind::Entity,
+        },
+        http: f.http.map(|t| RawTrigger {
+            route: t.route,
+            methods: t.methods,
+            auth_level: match t.auth_level {
+                types::AuthLevel::Anonymous => AuthLevel::Anonymous,
+                types::AuthLevel::Function => AuthLevel::Function,
+                types::AuthLevel::Admin => AuthLevel::Admin,
+            },
+        }),
+    }
+}

@@ -1,0 +1,302 @@
+//! The embedded SQLite default: one writer thread that batches transactions
+//! (group commit), and reader connections used from the blocking pool.
+//!
+//! Durability: WAL with `synchronous=FULL`, so an acknowledged write is on
+//! disk. Group commit, not weaker syncing, is what keeps it fast: the writer
+//! takes every job queued while the previous commit was syncing and commits
+//! them together, each in its own savepoint so one failing job does not
+//! fail the others.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::{Storage, StorageError, StorageFuture, StoredKey};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records the
+/// last one applied.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// Jobs taken into one transaction at most.
+const MAX_BATCH: usize = 1024;
+
+/// A write: `run` executes inside its own savepoint and says whether it
+/// succeeded (to keep or roll back the savepoint); `finish` is called with
+/// the outcome of the batch's commit.
+struct Job {
+    run: Box<dyn FnOnce(&Connection) -> bool + Send>,
+    finish: Box<dyn FnOnce(Result<(), StorageError>) + Send>,
+}
+
+/// SQLite storage for one database file.
+pub struct SqliteStorage {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    writer_thread: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let supported = MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(StorageError::TooNew {
+            found: version,
+            supported,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStorage {
+    /// Opens (creating and migrating if needed) the database. Blocking.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let mut conn = Connection::open(path)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StorageError::Database(format!(
+                "cannot enable WAL on {} (journal mode is {mode})",
+                path.display()
+            )));
+        }
+        configure(&conn)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let handle = thread::Builder::new()
+            .name("perdure-db-writer".into())
+            .spawn(move || write_loop(conn, rx))
+            .map_err(|e| StorageError::Database(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer: Mutex::new(Some(tx)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            writer_thread: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Runs `f` in the next write batch; resolves once it has committed.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let slot = Arc::new(Mutex::new(None));
+        let result_slot = slot.clone();
+        let job = Job {
+            run: Box::new(move |conn| {
+                let result = f(conn).map_err(StorageError::from);
+                let ok = result.is_ok();
+                if let Ok(mut slot) = result_slot.lock() {
+                    *slot = Some(result);
+                }
+                ok
+            }),
+            finish: Box::new(move |committed| {
+                let result = slot
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.take())
+                    .unwrap_or_else(|| Err(StorageError::Database("the write did not run".into())));
+                let _ = reply.send(committed.and(result));
+            }),
+        };
+        let sender = match self.writer.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        sender
+            .ok_or(StorageError::Closed)?
+            .send(job)
+            .map_err(|_| StorageError::Closed)?;
+        answer.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Runs `f` on a reader connection on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().ok().and_then(|mut pool| pool.pop());
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => {
+                    let conn = Connection::open_with_flags(
+                        &path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    configure(&conn)?;
+                    conn
+                }
+            };
+            let result = f(&conn).map_err(StorageError::from);
+            if let Ok(mut pool) = readers.lock() {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StorageError::Database(format!("reader task failed: {e}")))?
+    }
+
+    /// Stops the writer after it has committed everything queued. Blocking.
+    pub fn close(&self) {
+        if let Ok(mut writer) = self.writer.lock() {
+            writer.take();
+        }
+        let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for SqliteStorage {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (finishers, committed) = run_batch(&mut conn, batch);
+        if let Err(e) = &committed {
+            tracing::error!(jobs = finishers.len(), "database write failed: {e}");
+        }
+        for finish in finishers {
+            finish(committed.clone());
+        }
+    }
+}
+
+type Finisher = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
+
+/// Runs a batch in one transaction; returns every job's finisher and the
+/// outcome they all share.
+fn run_batch(conn: &mut Connection, batch: Vec<Job>) -> (Vec<Finisher>, Result<(), StorageError>) {
+    let mut finishers: Vec<Finisher> = Vec::with_capacity(batch.len());
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            finishers.extend(batch.into_iter().map(|job| job.finish));
+            return (finishers, Err(e.into()));
+        }
+    };
+    let mut failure = None;
+    for job in batch {
+        if failure.is_none() {
+            failure = run_in_savepoint(&tx, job.run).err();
+        }
+        finishers.push(job.finish);
+    }
+    let outcome = match failure {
+        Some(e) => Err(e),
+        None => tx.commit().map_err(StorageError::from),
+    };
+    (finishers, outcome)
+}
+
+fn run_in_savepoint(
+    conn: &Connection,
+    run: Box<dyn FnOnce(&Connection) -> bool + Send>,
+) -> Result<(), StorageError> {
+    conn.execute_batch("SAVEPOINT job")?;
+    let end = if run(conn) {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
+    conn.execute_batch(end)?;
+    Ok(())
+}
+
+impl Storage for SqliteStorage {
+    fn setting(&self, key: &str) -> StorageFuture<'_, Option<String>> {
+        let key = key.to_owned();
+        Box::pin(self.read(move |conn| {
+            conn.query_row("SELECT value FROM settings WHERE key = ?1", [&key], |r| {
+                r.get(0)
+            })
+            .optional()
+        }))
+    }
+
+    fn init_setting(&self, key: &str, value: &str) -> StorageFuture<'_, String> {
+        let key = key.to_owned();
+        let value = value.to_owned();
+        Box::pin(self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                params![key, value],
+            )?;
+            conn.query_row("SELECT value FROM settings WHERE key = ?1", [&key], |r| {
+                r.get(0)
+            })
+        }))
+    }
+
+    fn insert_key(&self, key: StoredKey) -> StorageFuture<'_, ()> {
+        Box::pin(self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO function_keys (id, name, function, hash, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key.id, key.name, key.function, &key.hash[..], key.created_ms],
+            )
+            .map(|_| ())
+        }))
+    }
+
+    fn keys(&self) -> StorageFuture<'_, Vec<StoredKey>> {
+        Box::pin(self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, name, function, hash, created_ms FROM function_keys ORDER BY created_ms, id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                let hash: Vec<u8> = r.get(3)?;
+                Ok(StoredKey {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    function: r.get(2)?,
+                    hash: hash.try_into().unwrap_or([0; 32]),
+                    created_ms: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        }))
+    }
+
+    fn delete_key(&self, id: &str) -> StorageFuture<'_, bool> {
+        let id = id.to_owned();
+        Box::pin(self.write(move |conn| {
+            conn.execute("DELETE FROM function_keys WHERE id = ?1", [&id])
+                .map(|n| n > 0)
+        }))
+    }
+}
