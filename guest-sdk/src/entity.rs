@@ -42,7 +42,9 @@ impl From<&EntityId> for wit::EntityId {
 /// An entity's state type and its operations. A new entity starts from
 /// `Default`; the state is stored as JSON between operations.
 ///
-/// ```ignore
+/// ```no_run
+/// use perdure_sdk::prelude::*;
+///
 /// #[derive(Default, Serialize, Deserialize)]
 /// struct Counter(i64);
 ///

@@ -4,7 +4,7 @@
 //! several functions. Each function is an ordinary Rust function registered
 //! with one line of [`export_app!`]:
 //!
-//! ```ignore
+//! ```no_run
 //! use perdure_sdk::prelude::*;
 //!
 //! fn greet(req: HttpRequest) -> Result<HttpResponse> {
@@ -72,7 +72,16 @@ pub mod prelude {
 
 /// Exports the app's functions, one expression per function:
 ///
-/// ```ignore
+/// ```no_run
+/// # use perdure_sdk::prelude::*;
+/// # fn start_process(_: HttpRequest) -> Result<HttpResponse> { Ok(HttpResponse::new(202)) }
+/// # fn long_running(_: &OrchestrationContext, _: Value) -> Result<Value> { Ok(Value::Null) }
+/// # fn work(input: String) -> Result<String> { Ok(input) }
+/// # #[derive(Default, Serialize, Deserialize)]
+/// # struct Counter(i64);
+/// # impl Entity for Counter {
+/// #     fn dispatch(&mut self, _: &mut EntityContext, _: &str, _: Option<Value>) -> Result<Option<Value>> { Ok(None) }
+/// # }
 /// perdure_sdk::export_app! {
 ///     Function::http("StartProcess", start_process).route("process").methods(["POST"]),
 ///     Function::orchestrator("LongRunningOrchestration", long_running),

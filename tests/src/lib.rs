@@ -1,1 +1,243 @@
+//! The test harness: a real host on a loopback port with a temporary
+//! functions folder and database, a real HTTP client, and the paths of the
+//! real components built from `examples-wasm/` and `tests/guests/`.
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use perdure::{Host, HostConfig};
+
+/// Paths of the built components, one constant per guest crate.
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// The master key every test host uses.
+pub const MASTER_KEY: &str = "test-master-key";
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_slice(&self.body).with_context(|| format!("not JSON: {}", self.text()))
+    }
+
+    /// The `error.code` of a JSON error body.
+    pub fn error_code(&self) -> Option<String> {
+        self.json()
+            .ok()?
+            .pointer("/error/code")?
+            .as_str()
+            .map(str::to_owned)
+    }
+}
+
+/// A host running in this process over real sockets.
+pub struct TestHost {
+    host: Option<Host>,
+    dir: tempfile::TempDir,
+    config: HostConfig,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// Installs a log subscriber once, so that host logs show up in failing
+/// tests' output (`PERDURE_LOG=debug` for more).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PERDURE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+impl TestHost {
+    /// A host with an empty functions folder.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[], |_| {}).await
+    }
+
+    /// A host whose folder holds `apps` (file name, component path) before
+    /// it starts; `configure` may change limits.
+    pub async fn start_with(
+        apps: &[(&str, &str)],
+        configure: impl FnOnce(&mut HostConfig),
+    ) -> anyhow::Result<Self> {
+        init_logging();
+        let dir = tempfile::tempdir()?;
+        let functions = dir.path().join("functions");
+        std::fs::create_dir_all(&functions)?;
+        for (name, wasm) in apps {
+            std::fs::copy(wasm, functions.join(name)).with_context(|| format!("copy {wasm}"))?;
+        }
+        let mut config = HostConfig::new(&functions, dir.path().join("perdure.db"));
+        config.listen = "127.0.0.1:0".parse()?;
+        config.master_key = Some(MASTER_KEY.into());
+        configure(&mut config);
+        let host = Host::start(config.clone()).await?;
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Ok(Self {
+            host: Some(host),
+            dir,
+            config,
+            client,
+        })
+    }
+
+    fn host(&self) -> &Host {
+        // Only `restart` takes the host out, and it puts one back.
+        self.host.as_ref().expect("host is running")
+    }
+
+    pub fn functions_dir(&self) -> &Path {
+        &self.config.functions_dir
+    }
+
+    pub fn temp_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.host().local_addr())
+    }
+
+    /// Puts a component into the folder the way a careful deployer does:
+    /// written beside it, then renamed into place.
+    pub fn deploy(&self, file_name: &str, wasm: &str) -> anyhow::Result<()> {
+        self.deploy_bytes(file_name, &std::fs::read(wasm)?)
+    }
+
+    pub fn deploy_bytes(&self, file_name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        let tmp = self.dir.path().join(format!("{file_name}.partial"));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, self.functions_dir().join(file_name))?;
+        Ok(())
+    }
+
+    pub fn undeploy(&self, file_name: &str) -> anyhow::Result<()> {
+        std::fs::remove_file(self.functions_dir().join(file_name))?;
+        Ok(())
+    }
+
+    /// Stops the host and starts a new one over the same folder, database
+    /// and cache.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(host) = self.host.take() {
+            host.shutdown().await;
+        }
+        self.host = Some(Host::start(self.config.clone()).await?);
+        Ok(())
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(host) = self.host.take() {
+            host.shutdown().await;
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> anyhow::Result<TestResponse> {
+        let mut builder = Request::builder().method(method).uri(self.url(path));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder.body(Full::new(body.into()))?;
+        let response = self.client.request(request).await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(TestResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// GET without a key.
+    pub async fn get(&self, path: &str) -> anyhow::Result<TestResponse> {
+        self.request(Method::GET, path, &[], Bytes::new()).await
+    }
+
+    /// GET with the master key.
+    pub async fn get_admin(&self, path: &str) -> anyhow::Result<TestResponse> {
+        self.request(
+            Method::GET,
+            path,
+            &[("x-functions-key", MASTER_KEY)],
+            Bytes::new(),
+        )
+        .await
+    }
+
+    /// The admin API's entry for app `name`, if it has one.
+    pub async fn app_status(&self, name: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        let listing = self.get_admin("/admin/functions").await?.json()?;
+        Ok(listing["apps"]
+            .as_array()
+            .and_then(|apps| apps.iter().find(|a| a["name"] == name))
+            .cloned())
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `deadline` with
+/// `what` and the last value seen. Polls every 10 ms: tests wait for events,
+/// never for a fixed time.
+pub async fn eventually<T, F, Fut>(
+    deadline: Duration,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let started = Instant::now();
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if started.elapsed() > deadline {
+            match last_error {
+                Some(e) => {
+                    bail!("timed out after {deadline:?} waiting for {what}; last error: {e:#}")
+                }
+                None => bail!("timed out after {deadline:?} waiting for {what}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A path relative to the repository root.
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
+}

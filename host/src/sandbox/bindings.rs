@@ -7,4 +7,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use perdure::functions::types;
+pub use self::perdure::functions::types;

@@ -1,0 +1,123 @@
+//! Hostile guests fail their own invocation with a clear error; the host
+//! and every other function keep working.
+
+use std::time::Duration;
+
+use perdure_tests::{MASTER_KEY, TestHost, TestResponse, guests};
+
+async fn hostile_host() -> anyhow::Result<TestHost> {
+    TestHost::start_with(
+        &[
+            ("greet.wasm", guests::GREET),
+            ("hostile.wasm", guests::HOSTILE),
+        ],
+        |c| {
+            c.sandbox.timeout = Duration::from_secs(3);
+            c.sandbox.memory_bytes = 32 << 20;
+        },
+    )
+    .await
+}
+
+async fn greet_still_answers(host: &TestHost) -> anyhow::Result<()> {
+    let r = host
+        .get(&format!("/api/greet?name=Ada&code={MASTER_KEY}"))
+        .await?;
+    assert_eq!(r.status, 200, "greet after a hostile call: {}", r.text());
+    Ok(())
+}
+
+fn error_of(r: &TestResponse) -> (u16, String, String) {
+    let message = r
+        .json()
+        .ok()
+        .and_then(|j| {
+            j.pointer("/error/message")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    (r.status, r.error_code().unwrap_or_default(), message)
+}
+
+#[tokio::test]
+async fn a_trap_is_a_500_with_the_trap() -> anyhow::Result<()> {
+    let host = hostile_host().await?;
+    let (status, code, message) = error_of(&host.get("/api/hostile/trap").await?);
+    assert_eq!((status, code.as_str()), (500, "trapped"), "{message}");
+    assert!(
+        message.contains("Trap") && message.contains("unreachable"),
+        "{message}"
+    );
+    greet_still_answers(&host).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_loop_is_stopped_at_the_deadline_while_others_are_served() -> anyhow::Result<()> {
+    let host = std::sync::Arc::new(hostile_host().await?);
+    let spinning = {
+        let host = host.clone();
+        tokio::spawn(async move { host.get("/api/hostile/spin").await })
+    };
+    for _ in 0..5 {
+        greet_still_answers(&host).await?;
+    }
+    assert!(
+        !spinning.is_finished(),
+        "the loop ended before the deadline"
+    );
+    let (status, code, message) = error_of(&spinning.await??);
+    assert_eq!((status, code.as_str()), (500, "timeout"), "{message}");
+    assert!(message.contains("3s"), "{message}");
+    greet_still_answers(&host).await
+}
+
+#[tokio::test]
+async fn allocating_past_the_cap_is_stopped() -> anyhow::Result<()> {
+    let host = hostile_host().await?;
+    let (status, code, message) = error_of(&host.get("/api/hostile/hog").await?);
+    assert_eq!(
+        (status, code.as_str()),
+        (500, "resource-exhausted"),
+        "{message}"
+    );
+    assert!(message.contains("32 MiB"), "{message}");
+    greet_still_answers(&host).await
+}
+
+#[tokio::test]
+async fn unbounded_recursion_is_a_stack_overflow() -> anyhow::Result<()> {
+    let host = hostile_host().await?;
+    let (status, code, message) = error_of(&host.get("/api/hostile/stack").await?);
+    assert_eq!((status, code.as_str()), (500, "trapped"), "{message}");
+    assert!(message.contains("stack overflow"), "{message}");
+    greet_still_answers(&host).await
+}
+
+#[tokio::test]
+async fn files_and_environment_are_not_there() -> anyhow::Result<()> {
+    let host = hostile_host().await?;
+    let (status, code, message) = error_of(&host.get("/api/hostile/file").await?);
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "permission-denied"),
+        "{message}"
+    );
+    assert!(message.contains("cannot read /etc/passwd"), "{message}");
+    let (status, code, message) = error_of(&host.get("/api/hostile/env").await?);
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "permission-denied"),
+        "{message}"
+    );
+    assert!(message.contains("environment has 0 variables"), "{message}");
+    greet_still_answers(&host).await
+}
+
+#[tokio::test]
+async fn a_log_flood_is_cut_without_failing_the_function() -> anyhow::Result<()> {
+    let host = hostile_host().await?;
+    let r = host.get("/api/hostile/chatty").await?;
+    assert_eq!((r.status, r.text().as_str()), (200, "done"));
+    greet_still_answers(&host).await
+}
