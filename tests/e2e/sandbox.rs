@@ -121,3 +121,40 @@ async fn a_log_flood_is_cut_without_failing_the_function() -> anyhow::Result<()>
     assert_eq!((r.status, r.text().as_str()), (200, "done"));
     greet_still_answers(&host).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sandbox_sheds_load_with_503() -> anyhow::Result<()> {
+    let host = std::sync::Arc::new(
+        TestHost::start_with(
+            &[
+                ("greet.wasm", guests::GREET),
+                ("hostile.wasm", guests::HOSTILE),
+            ],
+            |c| {
+                c.sandbox.timeout = Duration::from_secs(3);
+                c.sandbox.max_instances = 1;
+            },
+        )
+        .await?,
+    );
+    // The loop holds the only slot until its deadline.
+    let spinning = {
+        let host = host.clone();
+        tokio::spawn(async move { host.get("/api/hostile/spin").await })
+    };
+    let shed = perdure_tests::eventually(
+        Duration::from_secs(3),
+        "a 503 while the slot is busy",
+        || async {
+            let r = host
+                .get(&format!("/api/greet?name=Ada&code={MASTER_KEY}"))
+                .await?;
+            Ok((r.status == 503).then_some(r))
+        },
+    )
+    .await?;
+    assert_eq!(shed.error_code().as_deref(), Some("overloaded"));
+    assert_eq!(shed.headers["retry-after"], "1");
+    assert_eq!(spinning.await??.status, 500);
+    greet_still_answers(&host).await
+}

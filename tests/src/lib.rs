@@ -92,6 +92,9 @@ impl TestHost {
         let mut config = HostConfig::new(&functions, dir.path().join("perdure.db"));
         config.listen = "127.0.0.1:0".parse()?;
         config.master_key = Some(MASTER_KEY.into());
+        // Tests run many hosts in one process: keep each engine's reserved
+        // address space small.
+        config.sandbox.max_instances = 64;
         configure(&mut config);
         let host = Host::start(config.clone()).await?;
         let client = Client::builder(TokioExecutor::new()).build_http();

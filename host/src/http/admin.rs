@@ -133,7 +133,7 @@ struct CreatedKey {
 
 async fn create_key(ctx: &HttpContext, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
     let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, 64 * 1024).await?;
+    let body = read_body(body, &parts.headers, 64 * 1024, &ctx.limits).await?;
     let new: NewKey = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "expected a JSON body like {{\"name\":\"ci\",\"function\":\"GreetFunction\"}} (function optional): {e}"

@@ -35,6 +35,9 @@ pub struct HttpLimits {
     pub max_body_bytes: usize,
     /// Time a client has to send its request headers.
     pub header_timeout: Duration,
+    /// Time a client has to send its request body; a slow client gets 408
+    /// instead of holding the connection.
+    pub body_timeout: Duration,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
 }
@@ -44,6 +47,7 @@ impl Default for HttpLimits {
         Self {
             max_body_bytes: 4 << 20,
             header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -157,11 +161,13 @@ pub(crate) fn query_pairs(req: &Request<Incoming>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// Reads a request body, refusing more than `limit` bytes with 413.
+/// Reads a request body, refusing more than `limit` bytes with 413 and a
+/// body slower than `limits.body_timeout` with 408.
 pub(crate) async fn read_body(
     body: Incoming,
     headers: &HeaderMap,
     limit: usize,
+    limits: &HttpLimits,
 ) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -177,7 +183,19 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
+    let collected = tokio::time::timeout(limits.body_timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                format!(
+                    "the request body did not arrive within {:?}",
+                    limits.body_timeout
+                ),
+            )
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

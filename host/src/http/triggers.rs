@@ -74,7 +74,7 @@ pub(super) async fn handle(
     query.retain(|(k, _)| k != "code");
 
     let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, ctx.limits.max_body_bytes).await?;
+    let body = read_body(body, &parts.headers, ctx.limits.max_body_bytes, &ctx.limits).await?;
     let headers = parts
         .headers
         .iter()
@@ -155,15 +155,12 @@ fn guest_response(function: &str, response: types::HttpResponse) -> Result<HttpR
 pub(super) fn invocation_error(function: &str, e: InvocationError) -> ApiError {
     let details = serde_json::json!({ "function": function });
     match e {
-        InvocationError::Trapped(message) => {
-            tracing::warn!(function, "invocation trapped: {message}");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "trapped",
-                format!("function {function} trapped: {message}"),
-            )
-            .with_details(details)
-        }
+        InvocationError::Trapped(message) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "trapped",
+            format!("function {function} trapped: {message}"),
+        )
+        .with_details(details),
         InvocationError::Timeout(limit) => {
             tracing::warn!(function, ?limit, "invocation timed out");
             ApiError::new(

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
-    UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, PoolConcurrencyLimitError, PoolingAllocationConfig,
+    Store, Trap, UpdateDeadline,
 };
 
 pub use code_cache::{CacheOutcome, CodeCache};
@@ -296,29 +296,23 @@ impl Sandbox {
         if state.memory.exceeded {
             return InvocationError::MemoryExhausted(self.limits.memory_bytes);
         }
-        let text = format!("{e:#}");
-        if text.contains("maximum concurrent") || text.contains("pooling") && text.contains("limit")
-        {
+        if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
             return InvocationError::Overloaded;
         }
-        match e.downcast_ref::<Trap>() {
-            Some(Trap::StackOverflow) => InvocationError::Trapped("stack overflow".into()),
-            Some(trap) => {
-                // The root message is the trap; the context chain names the
-                // guest frames, which help the author.
-                let root = e.root_cause().to_string();
-                let detail = e
-                    .chain()
-                    .map(|c| c.to_string())
-                    .find(|c| c.contains("wasm backtrace"));
-                let _ = trap;
-                InvocationError::Trapped(match detail {
-                    Some(bt) => format!("{root}\n{bt}"),
-                    None => root,
-                })
-            }
-            None => InvocationError::Trapped(text),
-        }
+        // The full chain (with the guest's wasm backtrace) goes to the log
+        // for the author; the caller gets the cause alone.
+        let caller = &store.data().caller;
+        tracing::warn!(
+            app = &*caller.app,
+            function = &*caller.function,
+            "invocation failed: {e:#}"
+        );
+        let cause = match e.downcast_ref::<Trap>() {
+            Some(Trap::StackOverflow) => "stack overflow".to_owned(),
+            Some(trap) => trap.to_string(),
+            None => e.root_cause().to_string(),
+        };
+        InvocationError::Trapped(cause)
     }
 
     /// Asks a component to describe itself.
