@@ -1,18 +1,13 @@
 //! The admin API: master key only; listing, health and key management.
 
 use http::Method;
-use perdure_tests::{MASTER_KEY, TestHost, guests};
+use perdure_tests::{TestHost, guests};
 
 #[tokio::test]
 async fn admin_routes_need_the_master_key() -> anyhow::Result<()> {
     let host = TestHost::start_with(&[("greet.wasm", guests::GREET)], |_| {}).await?;
     let created = host
-        .request(
-            Method::POST,
-            "/admin/keys",
-            &[("x-functions-key", MASTER_KEY)],
-            r#"{"name":"f"}"#,
-        )
+        .send_with_master_key(Method::POST, "/admin/keys", r#"{"name":"f"}"#)
         .await?
         .json()?;
     let function_key = created["key"].as_str().unwrap_or_default().to_owned();
@@ -67,22 +62,16 @@ async fn functions_listing_describes_each_app() -> anyhow::Result<()> {
 #[tokio::test]
 async fn bad_key_requests_are_400() -> anyhow::Result<()> {
     let host = TestHost::start().await?;
-    let admin = [("x-functions-key", MASTER_KEY)];
     let bad_json = host
-        .request(Method::POST, "/admin/keys", &admin, "{")
+        .send_with_master_key(Method::POST, "/admin/keys", "{")
         .await?;
     assert_eq!(bad_json.status, 400);
     let bad_name = host
-        .request(
-            Method::POST,
-            "/admin/keys",
-            &admin,
-            r#"{"name":"has space"}"#,
-        )
+        .send_with_master_key(Method::POST, "/admin/keys", r#"{"name":"has space"}"#)
         .await?;
     assert_eq!(bad_name.status, 400);
     let unknown = host
-        .request(Method::DELETE, "/admin/keys/nope", &admin, "")
+        .send_with_master_key(Method::DELETE, "/admin/keys/nope", "")
         .await?;
     assert_eq!(unknown.status, 404);
     Ok(())

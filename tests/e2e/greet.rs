@@ -29,12 +29,7 @@ async fn get_with_name_in_query() -> anyhow::Result<()> {
 async fn post_with_json_body() -> anyhow::Result<()> {
     let host = greet_host().await?;
     let r = host
-        .request(
-            Method::POST,
-            "/api/greet",
-            &[("x-functions-key", MASTER_KEY)],
-            r#"{"name":"Ada"}"#,
-        )
+        .send_with_master_key(Method::POST, "/api/greet", r#"{"name":"Ada"}"#)
         .await?;
     assert_eq!((r.status, r.text().as_str()), (200, HELLO_ADA));
     Ok(())
@@ -58,12 +53,7 @@ async fn without_a_name_answers_the_generic_message() -> anyhow::Result<()> {
 async fn bad_json_is_a_400_from_the_function() -> anyhow::Result<()> {
     let host = greet_host().await?;
     let r = host
-        .request(
-            Method::POST,
-            "/api/greet",
-            &[("x-functions-key", MASTER_KEY)],
-            "{not json",
-        )
+        .send_with_master_key(Method::POST, "/api/greet", "{not json")
         .await?;
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.error_code().as_deref(), Some("invalid-argument"));
@@ -84,9 +74,8 @@ async fn missing_or_wrong_key_is_401() -> anyhow::Result<()> {
 #[tokio::test]
 async fn function_keys_work_until_revoked() -> anyhow::Result<()> {
     let host = greet_host().await?;
-    let admin = [("x-functions-key", MASTER_KEY)];
     let created = host
-        .request(Method::POST, "/admin/keys", &admin, r#"{"name":"ci"}"#)
+        .send_with_master_key(Method::POST, "/admin/keys", r#"{"name":"ci"}"#)
         .await?;
     assert_eq!(created.status, 201, "{}", created.text());
     let created = created.json()?;
@@ -111,10 +100,9 @@ async fn function_keys_work_until_revoked() -> anyhow::Result<()> {
     );
 
     let scoped = host
-        .request(
+        .send_with_master_key(
             Method::POST,
             "/admin/keys",
-            &admin,
             r#"{"name":"other","function":"SomethingElse"}"#,
         )
         .await?
@@ -134,7 +122,7 @@ async fn function_keys_work_until_revoked() -> anyhow::Result<()> {
     );
 
     let revoked = host
-        .request(Method::DELETE, &format!("/admin/keys/{id}"), &admin, "")
+        .send_with_master_key(Method::DELETE, &format!("/admin/keys/{id}"), "")
         .await?;
     assert_eq!(revoked.status, 204);
     let after = host
@@ -155,12 +143,7 @@ async fn unknown_route_is_404_and_wrong_method_is_405() -> anyhow::Result<()> {
     let outside = host.get("/elsewhere").await?;
     assert_eq!(outside.status, 404);
     let wrong = host
-        .request(
-            Method::DELETE,
-            "/api/greet",
-            &[("x-functions-key", MASTER_KEY)],
-            "",
-        )
+        .send_with_master_key(Method::DELETE, "/api/greet", "")
         .await?;
     assert_eq!(wrong.status, 405);
     assert_eq!(wrong.headers["allow"], "GET, POST");
@@ -172,12 +155,7 @@ async fn oversized_body_is_413() -> anyhow::Result<()> {
     let host = greet_host().await?;
     let body = format!(r#"{{"name":"{}"}}"#, "a".repeat(2000));
     let r = host
-        .request(
-            Method::POST,
-            "/api/greet",
-            &[("x-functions-key", MASTER_KEY)],
-            body,
-        )
+        .send_with_master_key(Method::POST, "/api/greet", body)
         .await?;
     assert_eq!(r.status, 413, "{}", r.text());
     assert_eq!(r.error_code().as_deref(), Some("payload-too-large"));

@@ -196,6 +196,17 @@ impl TestHost {
         .await
     }
 
+    /// Any method with the master key.
+    pub async fn send_with_master_key(
+        &self,
+        method: Method,
+        path: &str,
+        body: impl Into<Bytes>,
+    ) -> anyhow::Result<TestResponse> {
+        self.request(method, path, &[("x-functions-key", MASTER_KEY)], body)
+            .await
+    }
+
     /// The admin API's entry for app `name`, if it has one.
     pub async fn app_status(&self, name: &str) -> anyhow::Result<Option<serde_json::Value>> {
         let listing = self.get_admin("/admin/functions").await?.json()?;
