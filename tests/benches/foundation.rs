@@ -1,0 +1,652 @@
+//! Foundation benchmark: the figures the host's design rests on.
+//!
+//! 1. In-process: instantiate + call of the greet example's HTTP function
+//!    through `Sandbox::handle_http` (pooling allocator), one task and two.
+//! 2. End to end: `GET /api/greet?name=x` over loopback against a real host
+//!    and against a native hyper server returning the same text, with 64
+//!    keep-alive connections issuing requests back to back.
+//! 3. Deploy latency: from a `.wasm` landing in the watched folder to its
+//!    first 200, cold (empty compiled-code cache) and warm (same digest
+//!    under another file name, so the on-disk cache hits).
+//!
+//! Run with `cargo bench -p perdure-tests --bench foundation`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use perdure::SandboxLimits;
+use perdure::model::{Digest, FunctionKind};
+use perdure::sandbox::bindings::types::HttpRequest;
+use perdure::sandbox::{AppCode, Caller, CodeCache, Sandbox};
+use perdure_tests::{MASTER_KEY, TestHost, guests};
+use tokio::net::{TcpListener, TcpStream};
+
+/// In-process calls before measuring.
+const WARMUP_CALLS: usize = 2_000;
+/// In-process calls measured (per task in the two-task run).
+const MEASURED_CALLS: usize = 20_000;
+/// Concurrent keep-alive connections of the load generator.
+const CONNECTIONS: usize = 64;
+const LOAD_WARMUP: Duration = Duration::from_secs(1);
+const LOAD_DURATION: Duration = Duration::from_secs(10);
+/// Rounds of the deploy-latency measurement.
+const DEPLOY_ROUNDS: usize = 5;
+const POLL_INTERVAL: Duration = Duration::from_millis(1);
+const POLL_DEADLINE: Duration = Duration::from_secs(120);
+
+const GREET_PATH: &str = "/api/greet?name=x";
+const EXPECTED_BODY: &str = "Hello, x. This HTTP triggered function executed successfully.";
+
+fn main() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let workers = runtime.metrics().num_workers();
+
+    println!("Perdure foundation benchmark");
+    println!("============================");
+    println!(
+        "machine: {} CPUs available; tokio multi-threaded runtime with {workers} worker threads; release build",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("greet component: {}", guests::GREET);
+    println!();
+
+    // `cargo bench --bench foundation -- in-process` (or `end-to-end`,
+    // `deploy`) runs one part; no argument runs them all.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    if wanted("in-process") {
+        runtime.block_on(in_process())?;
+    }
+    if wanted("end-to-end") {
+        runtime.block_on(end_to_end())?;
+    }
+    if wanted("deploy") {
+        runtime.block_on(deploy_latency())?;
+    }
+
+    println!();
+    println!(
+        "total wall time of the bench run: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Statistics
+
+struct Summary {
+    count: usize,
+    mean: Duration,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Summary {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        let count = samples.len();
+        let total: Duration = samples.iter().sum();
+        let mean = if count == 0 {
+            Duration::ZERO
+        } else {
+            total / u32::try_from(count).unwrap_or(u32::MAX)
+        };
+        Self {
+            count,
+            mean,
+            p50: percentile(&samples, 50.0),
+            p99: percentile(&samples, 99.0),
+            max: samples.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let n = sorted.len();
+    let rank = ((p / 100.0) * n as f64).ceil() as usize;
+    sorted[rank.clamp(1, n) - 1]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+// ---------------------------------------------------------------------------
+// 1. In-process instantiate + call
+
+fn greet_request() -> HttpRequest {
+    HttpRequest {
+        method: "GET".into(),
+        path: "/api/greet".into(),
+        query: vec![("name".into(), "x".into())],
+        params: Vec::new(),
+        headers: Vec::new(),
+        body: Vec::new(),
+        base_url: "http://127.0.0.1".into(),
+    }
+}
+
+fn greet_caller() -> Caller {
+    Caller {
+        app: "greet".into(),
+        function: "GreetFunction".into(),
+        kind: FunctionKind::Http,
+    }
+}
+
+/// Runs `calls` invocations back to back and returns each one's duration.
+async fn call_loop(
+    sandbox: Arc<Sandbox>,
+    code: Arc<AppCode>,
+    calls: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let caller = greet_caller();
+    let request = greet_request();
+    let mut times = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        let response = sandbox
+            .handle_http(&code, caller.clone(), request.clone())
+            .await?;
+        times.push(started.elapsed());
+        if response.status != 200 {
+            bail!("greet answered {}", response.status);
+        }
+    }
+    Ok(times)
+}
+
+async fn in_process() -> anyhow::Result<()> {
+    println!(
+        "1. In-process: Sandbox::handle_http (fresh store + instantiate + call), pooling allocator"
+    );
+    println!(
+        "---------------------------------------------------------------------------------------"
+    );
+    let bytes = std::fs::read(guests::GREET).with_context(|| format!("read {}", guests::GREET))?;
+    let cache_dir = tempfile::tempdir()?;
+    let limits = SandboxLimits::default();
+    println!(
+        "SandboxLimits::default(): max_instances {}, memory {} MiB, timeout {:?}",
+        limits.max_instances,
+        limits.memory_bytes >> 20,
+        limits.timeout
+    );
+    let sandbox = Arc::new(tokio::task::spawn_blocking(move || Sandbox::new(limits)).await??);
+    let cache = CodeCache::open(cache_dir.path())?;
+    let digest = Digest::of(&bytes);
+    let load_sandbox = sandbox.clone();
+    let load_started = Instant::now();
+    let (code, outcome) =
+        tokio::task::spawn_blocking(move || load_sandbox.load(&cache, &digest, &bytes)).await??;
+    println!(
+        "component load: {:.0} ms ({outcome:?}, {} bytes)",
+        ms(load_started.elapsed()),
+        std::fs::metadata(guests::GREET)?.len()
+    );
+    let code = Arc::new(code);
+
+    // Check the answer once.
+    let response = sandbox
+        .handle_http(&code, greet_caller(), greet_request())
+        .await?;
+    let body = String::from_utf8_lossy(&response.body);
+    if response.status != 200 || body != EXPECTED_BODY {
+        bail!("unexpected greet answer: {} {body:?}", response.status);
+    }
+    println!("answer: {} {body:?}", response.status);
+
+    // One task.
+    tokio::spawn(call_loop(sandbox.clone(), code.clone(), WARMUP_CALLS)).await??;
+    let wall_started = Instant::now();
+    let times = tokio::spawn(call_loop(sandbox.clone(), code.clone(), MEASURED_CALLS)).await??;
+    let wall = wall_started.elapsed();
+    let one = Summary::of(times);
+    println!(
+        "1 task, {} calls after {WARMUP_CALLS} warm-up: mean {:.1} µs, p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs; {:.0} calls/s",
+        one.count,
+        us(one.mean),
+        us(one.p50),
+        us(one.p99),
+        us(one.max),
+        one.count as f64 / wall.as_secs_f64()
+    );
+
+    // Two tasks.
+    let warm = [
+        tokio::spawn(call_loop(sandbox.clone(), code.clone(), WARMUP_CALLS)),
+        tokio::spawn(call_loop(sandbox.clone(), code.clone(), WARMUP_CALLS)),
+    ];
+    for task in warm {
+        task.await??;
+    }
+    let wall_started = Instant::now();
+    let tasks = [
+        tokio::spawn(call_loop(sandbox.clone(), code.clone(), MEASURED_CALLS)),
+        tokio::spawn(call_loop(sandbox.clone(), code.clone(), MEASURED_CALLS)),
+    ];
+    let mut all = Vec::with_capacity(2 * MEASURED_CALLS);
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    let wall = wall_started.elapsed();
+    let two = Summary::of(all);
+    println!(
+        "2 concurrent tasks, {} calls each: {:.0} calls/s total; per call mean {:.1} µs, p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
+        MEASURED_CALLS,
+        two.count as f64 / wall.as_secs_f64(),
+        us(two.mean),
+        us(two.p50),
+        us(two.p99),
+        us(two.max)
+    );
+    println!(
+        "target: under 20 µs per call (1 task mean) -> {}",
+        if one.mean < Duration::from_micros(20) {
+            "MET"
+        } else {
+            "NOT MET"
+        }
+    );
+    println!();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 2. End to end over loopback
+
+/// A plain hyper HTTP/1.1 server answering what the greet function does.
+async fn start_native() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = service_fn(|request: Request<Incoming>| async move {
+                    let name = request
+                        .uri()
+                        .query()
+                        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("name=")))
+                        .unwrap_or("");
+                    let body = format!(
+                        "Hello, {name}. This HTTP triggered function executed successfully."
+                    );
+                    let response = Response::builder()
+                        .status(StatusCode::OK)
+                        .header(header::CONTENT_TYPE, "text/plain")
+                        .body(Full::new(Bytes::from(body)))
+                        .expect("a static response is valid");
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+#[derive(Default)]
+struct LoadResult {
+    latencies: Vec<Duration>,
+    errors: BTreeMap<String, u64>,
+    connections: u64,
+}
+
+impl LoadResult {
+    fn error(&mut self, what: String) {
+        *self.errors.entry(what).or_default() += 1;
+    }
+}
+
+async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+async fn send(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    request: Request<Empty<Bytes>>,
+) -> Result<(StatusCode, Bytes), hyper::Error> {
+    sender.ready().await?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+/// One connection issuing requests back to back until `end`; records the
+/// requests that start after `measure_from` and finish before `end`.
+async fn connection_worker(addr: SocketAddr, measure_from: Instant, end: Instant) -> LoadResult {
+    let mut result = LoadResult::default();
+    let host = addr.to_string();
+    'connect: while Instant::now() < end {
+        let mut sender = match connect(addr).await {
+            Ok(sender) => sender,
+            Err(e) => {
+                result.error(format!("connect: {e}"));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        result.connections += 1;
+        loop {
+            let request = Request::builder()
+                .method(Method::GET)
+                .uri(GREET_PATH)
+                .header(header::HOST, &host)
+                .header("x-functions-key", MASTER_KEY)
+                .body(Empty::new())
+                .expect("a static request is valid");
+            let started = Instant::now();
+            if started >= end {
+                break 'connect;
+            }
+            let outcome = send(&mut sender, request).await;
+            let finished = Instant::now();
+            let measured = started >= measure_from && finished <= end;
+            match outcome {
+                Ok((status, body)) => {
+                    if !measured {
+                        continue;
+                    }
+                    if status != StatusCode::OK {
+                        result.error(format!("HTTP {status}"));
+                    } else if body != EXPECTED_BODY.as_bytes() {
+                        result.error(format!(
+                            "unexpected body {:?}",
+                            String::from_utf8_lossy(&body)
+                        ));
+                    } else {
+                        result.latencies.push(finished - started);
+                    }
+                }
+                Err(e) => {
+                    result.error(format!("request: {e}"));
+                    continue 'connect;
+                }
+            }
+        }
+    }
+    result
+}
+
+struct LoadReport {
+    rps: f64,
+    summary: Summary,
+    errors: BTreeMap<String, u64>,
+    connections: u64,
+}
+
+async fn generate_load(addr: SocketAddr) -> anyhow::Result<LoadReport> {
+    let measure_from = Instant::now() + LOAD_WARMUP;
+    let end = measure_from + LOAD_DURATION;
+    let workers: Vec<_> = (0..CONNECTIONS)
+        .map(|_| tokio::spawn(connection_worker(addr, measure_from, end)))
+        .collect();
+    let mut latencies = Vec::new();
+    let mut errors = BTreeMap::new();
+    let mut connections = 0;
+    for worker in workers {
+        let result = worker.await?;
+        latencies.extend(result.latencies);
+        for (what, n) in result.errors {
+            *errors.entry(what).or_default() += n;
+        }
+        connections += result.connections;
+    }
+    let summary = Summary::of(latencies);
+    Ok(LoadReport {
+        rps: summary.count as f64 / LOAD_DURATION.as_secs_f64(),
+        summary,
+        errors,
+        connections,
+    })
+}
+
+fn print_load(label: &str, report: &LoadReport) {
+    println!(
+        "{label:<8} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  mean {:>7.3} ms  max {:>8.3} ms  ({} ok responses, {} connections opened)",
+        report.rps,
+        ms(report.summary.p50),
+        ms(report.summary.p99),
+        ms(report.summary.mean),
+        ms(report.summary.max),
+        report.summary.count,
+        report.connections
+    );
+    if report.errors.is_empty() {
+        println!("{:<8} errors: none", "");
+    } else {
+        for (what, n) in &report.errors {
+            println!("{:<8} error x{n}: {what}", "");
+        }
+    }
+}
+
+async fn end_to_end() -> anyhow::Result<()> {
+    println!("2. End to end: GET {GREET_PATH} over loopback (HTTP/1.1 keep-alive)");
+    println!("--------------------------------------------------------------------");
+    let host = TestHost::start_with(&[("greet.wasm", guests::GREET)], |_| {}).await?;
+    let check = host.get_admin(GREET_PATH).await?;
+    if check.status != 200 || check.text() != EXPECTED_BODY {
+        bail!(
+            "unexpected host answer: {} {:?}",
+            check.status,
+            check.text()
+        );
+    }
+    println!(
+        "perdure host: {} -> {} {:?}, content-type {:?}",
+        host.url(GREET_PATH),
+        check.status,
+        check.text(),
+        check.headers.get(header::CONTENT_TYPE)
+    );
+    let native = start_native().await?;
+    println!("native hyper 1 server: http://{native}{GREET_PATH}");
+    println!(
+        "load: {CONNECTIONS} tasks, each with its own HTTP/1.1 connection (hyper::client::conn::http1), requests back to back, \
+         {} s warm-up then {} s measured, per target",
+        LOAD_WARMUP.as_secs(),
+        LOAD_DURATION.as_secs()
+    );
+    println!(
+        "NOTE: the load generator runs in the same process and on the same tokio runtime as the server under test \
+         (they share the CPUs), so these are lower bounds on server capacity."
+    );
+    let perdure_addr: SocketAddr = host
+        .url("")
+        .trim_start_matches("http://")
+        .parse()
+        .context("host address")?;
+    let perdure = generate_load(perdure_addr).await?;
+    let native_report = generate_load(native).await?;
+    print_load("perdure", &perdure);
+    print_load("native", &native_report);
+    let ratio = if native_report.rps > 0.0 {
+        perdure.rps / native_report.rps
+    } else {
+        0.0
+    };
+    println!(
+        "ratio perdure/native throughput: {:.1}% (target at least 50% -> {})",
+        ratio * 100.0,
+        if ratio >= 0.5 { "MET" } else { "NOT MET" }
+    );
+    host.shutdown().await;
+    println!();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 3. Deploy latency
+
+struct Poll {
+    elapsed: Duration,
+    polls: u64,
+    seen: BTreeMap<String, u64>,
+}
+
+/// Polls the greet route with the master key every millisecond until it
+/// answers `want`; counts every other answer seen on the way.
+async fn poll_until(host: &TestHost, want: u16, started: Instant) -> anyhow::Result<Poll> {
+    let mut seen = BTreeMap::new();
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        match host.get_admin(GREET_PATH).await {
+            Ok(response) if response.status == want => {
+                if want == 200 && response.text() != EXPECTED_BODY {
+                    bail!("unexpected body {:?}", response.text());
+                }
+                return Ok(Poll {
+                    elapsed: started.elapsed(),
+                    polls,
+                    seen,
+                });
+            }
+            Ok(response) => {
+                let code = response.error_code().unwrap_or_default();
+                *seen
+                    .entry(format!("{} {code}", response.status))
+                    .or_default() += 1;
+            }
+            Err(e) => *seen.entry(format!("error: {e:#}")).or_default() += 1,
+        }
+        if started.elapsed() > POLL_DEADLINE {
+            bail!("no {want} after {POLL_DEADLINE:?}; seen {seen:?}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Writes `bytes` beside the folder, then renames it in and polls until the
+/// greet route answers 200. The clock starts at the rename.
+async fn timed_deploy(host: &TestHost, file_name: &str, bytes: &[u8]) -> anyhow::Result<Poll> {
+    let staged = host.temp_dir().join(format!("{file_name}.partial"));
+    std::fs::write(&staged, bytes)?;
+    let started = Instant::now();
+    std::fs::rename(&staged, host.functions_dir().join(file_name))?;
+    poll_until(host, 200, started).await
+}
+
+async fn describe_app(host: &TestHost, app: &str) -> String {
+    match host.app_status(app).await {
+        Ok(Some(status)) => format!(
+            "compiledCode {}, loadMs {}",
+            status["compiledCode"], status["loadMs"]
+        ),
+        Ok(None) => "not listed".into(),
+        Err(e) => format!("admin API error: {e:#}"),
+    }
+}
+
+fn seen_text(seen: &BTreeMap<String, u64>) -> String {
+    if seen.is_empty() {
+        return "-".into();
+    }
+    seen.iter()
+        .map(|(what, n)| format!("{what} x{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_min_median_max(label: &str, mut times: Vec<Duration>) {
+    times.sort_unstable();
+    if times.is_empty() {
+        return;
+    }
+    println!(
+        "{label}: min {:.1} ms, median {:.1} ms, max {:.1} ms (n = {})",
+        ms(times[0]),
+        ms(times[times.len() / 2]),
+        ms(times[times.len() - 1]),
+        times.len()
+    );
+}
+
+async fn deploy_latency() -> anyhow::Result<()> {
+    println!(
+        "3. Deploy latency: .wasm renamed into the watched folder -> first 200 on GET {GREET_PATH}"
+    );
+    println!(
+        "-----------------------------------------------------------------------------------------"
+    );
+    println!(
+        "polling every {} ms with the master key; the watcher debounces events for {} ms",
+        POLL_INTERVAL.as_millis(),
+        perdure::watcher::QUIET_PERIOD.as_millis()
+    );
+    println!(
+        "cold = fresh host, empty compiled-code cache; warm = same host after removing greet.wasm and seeing 404, \
+         same bytes deployed as greet2.wasm (on-disk code cache hit)"
+    );
+    let bytes = std::fs::read(guests::GREET)?;
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for round in 1..=DEPLOY_ROUNDS {
+        let host = TestHost::start().await?;
+        let first = timed_deploy(&host, "greet.wasm", &bytes).await?;
+        println!(
+            "round {round}: cold {:>7.1} ms ({} polls; before 200: {}; {})",
+            ms(first.elapsed),
+            first.polls,
+            seen_text(&first.seen),
+            describe_app(&host, "greet").await
+        );
+        cold.push(first.elapsed);
+
+        let removed = Instant::now();
+        host.undeploy("greet.wasm")?;
+        let gone = poll_until(&host, 404, removed).await?;
+        let second = timed_deploy(&host, "greet2.wasm", &bytes).await?;
+        println!(
+            "round {round}: warm {:>7.1} ms ({} polls; before 200: {}; {}); removal -> 404 took {:.1} ms",
+            ms(second.elapsed),
+            second.polls,
+            seen_text(&second.seen),
+            describe_app(&host, "greet2").await,
+            ms(gone.elapsed)
+        );
+        warm.push(second.elapsed);
+        host.shutdown().await;
+    }
+    print_min_median_max("cold deploy -> first 200", cold);
+    print_min_median_max("warm deploy -> first 200", warm);
+    Ok(())
+}
