@@ -3,16 +3,18 @@
 //!
 //! The deployer reads [`FolderEvent`]s from a channel, so anything can feed
 //! it: [`watch_folder`] connects `notify` to it, and tests can send events
-//! of their own. Events for a path are debounced (a copy in progress writes
-//! many times); the path is then synced, which reads the file as it is at
-//! that moment. A torn or half-copied file fails validation and leaves the
-//! previous version serving until the next event for that path.
+//! of their own. A file closed after writing, renamed into place or removed
+//! is synced at once; other changes (a copy in progress writes many times)
+//! are debounced first. Syncing reads the file as it is at that moment: a
+//! torn or half-copied file fails validation and leaves the previous
+//! version serving until the next event for that path.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -22,8 +24,12 @@ use crate::registry::{Registry, is_component_file};
 /// Something happened in the functions folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FolderEvent {
-    /// The file at this path was created, changed, renamed or removed.
+    /// The file at this path is being written: load it once it has been
+    /// quiet for [`QUIET_PERIOD`].
     Changed(PathBuf),
+    /// The file at this path is complete (closed after writing, renamed
+    /// into place) or gone: sync it now.
+    Settled(PathBuf),
     /// Events may have been lost: look at every file again.
     Rescan,
 }
@@ -52,13 +58,27 @@ pub fn watch_folder(
     let handler = move |result: notify::Result<notify::Event>| {
         let batch = match result {
             Ok(event) if event.need_rescan() => vec![FolderEvent::Rescan],
-            Ok(event) if matches!(event.kind, EventKind::Access(_)) => Vec::new(),
-            Ok(event) => event
-                .paths
-                .into_iter()
-                .filter(|p| is_component_file(p))
-                .map(FolderEvent::Changed)
-                .collect(),
+            Ok(event) => {
+                let settled = matches!(
+                    event.kind,
+                    EventKind::Access(AccessKind::Close(AccessMode::Write))
+                        | EventKind::Modify(ModifyKind::Name(_))
+                        | EventKind::Remove(_)
+                );
+                let writing = !settled && !matches!(event.kind, EventKind::Access(_));
+                event
+                    .paths
+                    .into_iter()
+                    .filter(|p| is_component_file(p))
+                    .filter_map(|p| {
+                        if settled {
+                            Some(FolderEvent::Settled(p))
+                        } else {
+                            writing.then_some(FolderEvent::Changed(p))
+                        }
+                    })
+                    .collect()
+            }
             Err(e) => {
                 tracing::warn!("file watcher error, rescanning: {e}");
                 vec![FolderEvent::Rescan]
@@ -94,6 +114,10 @@ pub async fn run_deployer(registry: Arc<Registry>, mut events: mpsc::Receiver<Fo
             event = events.recv() => match event {
                 Some(FolderEvent::Changed(path)) => {
                     pending.insert(path, Instant::now());
+                }
+                Some(FolderEvent::Settled(path)) => {
+                    pending.remove(&path);
+                    registry.sync(&path).await;
                 }
                 Some(FolderEvent::Rescan) => {
                     let now = Instant::now();

@@ -608,7 +608,8 @@ async fn deploy_latency() -> anyhow::Result<()> {
         "-----------------------------------------------------------------------------------------"
     );
     println!(
-        "polling every {} ms with the master key; the watcher debounces events for {} ms",
+        "polling every {} ms with the master key; a rename into the folder is loaded at once \
+         (writes in place are debounced for {} ms)",
         POLL_INTERVAL.as_millis(),
         perdure::watcher::QUIET_PERIOD.as_millis()
     );
