@@ -67,7 +67,12 @@ pub enum StartError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Watch(#[from] WatchError),
+    #[error("the master key must be at least {MIN_MASTER_KEY_LEN} characters")]
+    WeakMasterKey,
 }
+
+/// Shortest master key accepted: a short key can be guessed.
+pub const MIN_MASTER_KEY_LEN: usize = 12;
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     let what = what.into();
@@ -91,6 +96,13 @@ impl Host {
     /// Starts a host: every app already in the folder is loaded before this
     /// returns, and the server is accepting connections when it does.
     pub async fn start(config: HostConfig) -> Result<Self, StartError> {
+        if config
+            .master_key
+            .as_ref()
+            .is_some_and(|k| k.len() < MIN_MASTER_KEY_LEN)
+        {
+            return Err(StartError::WeakMasterKey);
+        }
         let dir = config.functions_dir.clone();
         std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
         let dir =

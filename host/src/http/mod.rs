@@ -139,7 +139,7 @@ async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
 }
 
 /// The key a request presents: the `x-functions-key` header, or the `code`
-/// query parameter.
+/// query parameter. An empty key is no key.
 pub(crate) fn presented_key(headers: &HeaderMap, query: &[(String, String)]) -> Option<String> {
     headers
         .get("x-functions-key")
@@ -151,6 +151,7 @@ pub(crate) fn presented_key(headers: &HeaderMap, query: &[(String, String)]) -> 
                 .find(|(k, _)| k == "code")
                 .map(|(_, v)| v.clone())
         })
+        .filter(|k| !k.is_empty())
 }
 
 /// Decoded query parameters.

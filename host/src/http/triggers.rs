@@ -135,18 +135,43 @@ fn guest_response(function: &str, response: types::HttpResponse) -> Result<HttpR
             format!("function {function} returned an invalid response: {what}"),
         )
     };
+    // 1xx answers would change the protocol of the connection under us.
     let status = StatusCode::from_u16(response.status)
-        .map_err(|_| invalid(format!("status {}", response.status)))?;
+        .ok()
+        .filter(|s| !s.is_informational())
+        .ok_or_else(|| invalid(format!("status {}", response.status)))?;
     let mut out = Response::new(Full::new(Bytes::from(response.body)));
     *out.status_mut() = status;
     for (name, value) in response.headers {
         let header_name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| invalid(format!("header name {name:?}")))?;
+        if is_connection_header(&header_name) {
+            // Framing and connection management are the server's: a guest
+            // that set them could desynchronise the client's connection.
+            tracing::debug!(function, header = %header_name, "dropped a connection-level header");
+            continue;
+        }
         let header_value = HeaderValue::from_str(&value)
             .map_err(|_| invalid(format!("value of header {name}")))?;
         out.headers_mut().append(header_name, header_value);
     }
     Ok(out)
+}
+
+/// Headers that describe the connection or the message framing rather than
+/// the response (RFC 9110 section 7.6.1, plus the framing headers).
+fn is_connection_header(name: &HeaderName) -> bool {
+    use http::header::{CONNECTION, CONTENT_LENGTH, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+    [
+        CONNECTION,
+        CONTENT_LENGTH,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+    ]
+    .contains(name)
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
 }
 
 /// How a failed invocation is answered. Traps, timeouts and memory blow-ups

@@ -64,6 +64,19 @@ fn chatty(_req: HttpRequest) -> Result<HttpResponse> {
     Ok(HttpResponse::text(200, "done"))
 }
 
+fn framing(_req: HttpRequest) -> Result<HttpResponse> {
+    // Lies about the framing: the host must not pass these on.
+    Ok(HttpResponse::text(200, "the whole body")
+        .header("content-length", "3")
+        .header("transfer-encoding", "chunked")
+        .header("connection", "close")
+        .header("x-kept", "yes"))
+}
+
+fn switching(_req: HttpRequest) -> Result<HttpResponse> {
+    Ok(HttpResponse::new(101).header("upgrade", "websocket"))
+}
+
 perdure_sdk::export_app! {
     Function::http("Trap", trap).route("hostile/trap").auth(AuthLevel::Anonymous),
     Function::http("Spin", spin).route("hostile/spin").auth(AuthLevel::Anonymous),
@@ -71,5 +84,11 @@ perdure_sdk::export_app! {
     Function::http("Stack", stack).route("hostile/stack").auth(AuthLevel::Anonymous),
     Function::http("ReadFile", read_file).route("hostile/file").auth(AuthLevel::Anonymous),
     Function::http("ReadEnv", read_env).route("hostile/env").auth(AuthLevel::Anonymous),
+    Function::http("Framing", framing)
+        .route("hostile/framing")
+        .auth(AuthLevel::Anonymous),
+    Function::http("Switching", switching)
+        .route("hostile/switching")
+        .auth(AuthLevel::Anonymous),
     Function::http("Chatty", chatty).route("hostile/chatty").auth(AuthLevel::Anonymous),
 }
