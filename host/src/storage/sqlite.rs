@@ -300,3 +300,73 @@ impl Storage for SqliteStorage {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> anyhow::Result<(tempfile::TempDir, SqliteStorage)> {
+        let dir = tempfile::tempdir()?;
+        let storage = SqliteStorage::open(&dir.path().join("t.db"))?;
+        Ok((dir, storage))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_does_not_fail_its_batch() -> anyhow::Result<()> {
+        let (_dir, storage) = open()?;
+        let storage = Arc::new(storage);
+        let mut writes = Vec::new();
+        for i in 0..200 {
+            let storage = storage.clone();
+            writes.push(tokio::spawn(async move {
+                let value = i.to_string();
+                storage
+                    .write(move |conn| {
+                        if i % 10 == 0 {
+                            // Fails after writing: its savepoint must roll back.
+                            conn.execute("INSERT INTO settings VALUES (?1, ?1)", [&value])?;
+                            conn.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+                        }
+                        conn.execute("INSERT INTO settings VALUES (?1, ?1)", [&value])
+                    })
+                    .await
+            }));
+        }
+        for (i, write) in writes.into_iter().enumerate() {
+            let outcome = write.await?;
+            assert_eq!(outcome.is_err(), i % 10 == 0, "write {i}: {outcome:?}");
+        }
+        let rows: i64 = storage
+            .read(|conn| conn.query_row("SELECT count(*) FROM settings", [], |r| r.get(0)))
+            .await?;
+        assert_eq!(rows, 180, "exactly the successful writes are stored");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn settings_survive_a_reopen_and_migrations_run_once() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t.db");
+        {
+            let storage = SqliteStorage::open(&path)?;
+            assert_eq!(storage.init_setting("k", "first").await?, "first");
+            assert_eq!(storage.init_setting("k", "second").await?, "first");
+            storage.close();
+        }
+        let storage = SqliteStorage::open(&path)?;
+        assert_eq!(storage.setting("k").await?.as_deref(), Some("first"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t.db");
+        Connection::open(&path)?.pragma_update(None, "user_version", 99)?;
+        assert!(matches!(
+            SqliteStorage::open(&path),
+            Err(StorageError::TooNew { found: 99, .. })
+        ));
+        Ok(())
+    }
+}
