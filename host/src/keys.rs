@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
@@ -61,13 +60,6 @@ fn random_secret() -> Result<String, StorageError> {
     getrandom::fill(&mut bytes)
         .map_err(|e| StorageError::Database(format!("no randomness for a key: {e}")))?;
     Ok(hex::encode(bytes))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Checks presented keys against the master key and the function keys.
@@ -168,7 +160,7 @@ impl Keys {
             name: name.to_owned(),
             function,
             hash: hash(&secret),
-            created_ms: now_ms(),
+            created_ms: crate::time::now_ms(),
         };
         let info = info(&stored);
         self.storage.insert_key(stored).await?;

@@ -111,25 +111,105 @@ pub struct GuestError {
     pub details: Option<serde_json::Value>,
 }
 
+/// The error codes of the WIT `error-code` enum, as the APIs spell them.
+const ERROR_CODES: [&str; 12] = [
+    "invalid-argument",
+    "not-found",
+    "already-exists",
+    "failed-precondition",
+    "permission-denied",
+    "resource-exhausted",
+    "timeout",
+    "cancelled",
+    "application",
+    "trapped",
+    "nondeterminism",
+    "internal",
+];
+
+fn code_name(code: types::ErrorCode) -> &'static str {
+    use types::ErrorCode as C;
+    let index = match code {
+        C::InvalidArgument => 0,
+        C::NotFound => 1,
+        C::AlreadyExists => 2,
+        C::FailedPrecondition => 3,
+        C::PermissionDenied => 4,
+        C::ResourceExhausted => 5,
+        C::Timeout => 6,
+        C::Cancelled => 7,
+        C::Application => 8,
+        C::Trapped => 9,
+        C::Nondeterminism => 10,
+        C::Internal => 11,
+    };
+    ERROR_CODES[index]
+}
+
+fn code_value(name: &str) -> types::ErrorCode {
+    use types::ErrorCode as C;
+    match name {
+        "invalid-argument" => C::InvalidArgument,
+        "not-found" => C::NotFound,
+        "already-exists" => C::AlreadyExists,
+        "failed-precondition" => C::FailedPrecondition,
+        "permission-denied" => C::PermissionDenied,
+        "resource-exhausted" => C::ResourceExhausted,
+        "timeout" => C::Timeout,
+        "cancelled" => C::Cancelled,
+        "trapped" => C::Trapped,
+        "nondeterminism" => C::Nondeterminism,
+        "internal" => C::Internal,
+        _ => C::Application,
+    }
+}
+
+impl GuestError {
+    /// `code` is one of the WIT error codes; anything else reads as
+    /// `application`.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: ERROR_CODES
+                .into_iter()
+                .find(|c| *c == code)
+                .unwrap_or("application"),
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// Reads back the JSON this error serializes to; text that is not such
+    /// JSON becomes an `internal` error carrying it.
+    pub fn from_stored(json: &str) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            code: String,
+            message: String,
+            details: Option<serde_json::Value>,
+        }
+        match serde_json::from_str::<Stored>(json) {
+            Ok(stored) => Self {
+                details: stored.details,
+                ..Self::new(&stored.code, stored.message)
+            },
+            Err(_) => Self::new("internal", json),
+        }
+    }
+
+    /// The WIT record handed back to a guest.
+    pub fn to_wit(&self) -> types::Error {
+        types::Error {
+            code: code_value(self.code),
+            message: self.message.clone(),
+            details: self.details.as_ref().map(|d| d.to_string()),
+        }
+    }
+}
+
 impl From<types::Error> for GuestError {
     fn from(e: types::Error) -> Self {
-        use types::ErrorCode as C;
-        let code = match e.code {
-            C::InvalidArgument => "invalid-argument",
-            C::NotFound => "not-found",
-            C::AlreadyExists => "already-exists",
-            C::FailedPrecondition => "failed-precondition",
-            C::PermissionDenied => "permission-denied",
-            C::ResourceExhausted => "resource-exhausted",
-            C::Timeout => "timeout",
-            C::Cancelled => "cancelled",
-            C::Application => "application",
-            C::Trapped => "trapped",
-            C::Nondeterminism => "nondeterminism",
-            C::Internal => "internal",
-        };
         Self {
-            code,
+            code: code_name(e.code),
             message: e.message,
             details: e
                 .details

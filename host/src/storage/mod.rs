@@ -6,10 +6,17 @@
 //! tokio's async threads; a write is acknowledged only after its
 //! transaction committed.
 
+mod durable;
 mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::durable::model::{
+    Episode, InboxMessage, InstanceFilter, InstanceId, InstancePage, InstanceRecord, JournalEntry,
+    RuntimeStatus, TaskOutcome, WorkItem,
+};
 
 pub use sqlite::SqliteStorage;
 
@@ -63,4 +70,99 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Deletes a key; false if there was none with this id.
     fn delete_key(&self, id: &str) -> StorageFuture<'_, bool>;
+}
+
+/// What creating an instance did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// An unfinished instance has this id; nothing was written.
+    AlreadyRunning(RuntimeStatus),
+}
+
+/// What raising an event did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventOutcome {
+    Delivered(InboxMessage),
+    NotFound,
+    Finished(RuntimeStatus),
+}
+
+/// What a management operation on one instance did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    Done,
+    NotFound,
+    Finished(RuntimeStatus),
+}
+
+/// What the durable engine keeps: instances, their journals and inboxes,
+/// work items, and the component versions instances are pinned to.
+pub trait DurableStorage: Send + Sync + 'static {
+    /// Keeps a component version (no-op if it is kept already).
+    fn put_component(&self, digest: String, bytes: Arc<[u8]>) -> StorageFuture<'_, ()>;
+
+    fn component(&self, digest: &str) -> StorageFuture<'_, Option<Vec<u8>>>;
+
+    /// Creates an instance, replacing a finished one with the same id.
+    fn create_instance(&self, record: InstanceRecord) -> StorageFuture<'_, CreateOutcome>;
+
+    fn instance(&self, id: &InstanceId) -> StorageFuture<'_, Option<InstanceRecord>>;
+
+    /// Instances in creation order, `top` at most per page.
+    fn list_instances(
+        &self,
+        filter: InstanceFilter,
+        top: usize,
+        continuation: Option<String>,
+    ) -> StorageFuture<'_, InstancePage>;
+
+    /// An instance with its journal and inbox, for replay.
+    fn history(
+        &self,
+        id: &InstanceId,
+    ) -> StorageFuture<'_, Option<(InstanceRecord, Vec<JournalEntry>, Vec<InboxMessage>)>>;
+
+    /// Commits an episode; returns the work items it created, leased.
+    /// Dropped (returns none) if the instance finished or was purged
+    /// meanwhile.
+    fn commit_episode(&self, episode: Episode) -> StorageFuture<'_, Vec<WorkItem>>;
+
+    /// Records a work item's outcome in its instance's inbox and deletes
+    /// the item; `None` if the item was already completed (a duplicate run)
+    /// or its instance is gone.
+    fn complete_work(
+        &self,
+        item: &WorkItem,
+        outcome: TaskOutcome,
+    ) -> StorageFuture<'_, Option<InboxMessage>>;
+
+    fn raise_event(
+        &self,
+        id: &InstanceId,
+        name: String,
+        data: String,
+    ) -> StorageFuture<'_, EventOutcome>;
+
+    /// Marks an unfinished instance terminated with `output` and drops its
+    /// pending work.
+    fn terminate(&self, id: &InstanceId, output: String) -> StorageFuture<'_, ChangeOutcome>;
+
+    /// Deletes an instance and everything it owns; false if there was none.
+    fn purge(&self, id: &InstanceId) -> StorageFuture<'_, bool>;
+
+    /// Deletes the finished instances the filter selects; returns how many.
+    fn purge_many(&self, filter: InstanceFilter) -> StorageFuture<'_, u64>;
+
+    /// Pending and running instances, oldest first.
+    fn unfinished_instances(&self) -> StorageFuture<'_, Vec<InstanceId>>;
+
+    /// Leases (until `lease_until_ms`) up to `limit` work items whose lease
+    /// expired by `expired_by_ms`, counting an attempt for each.
+    fn claim_work(
+        &self,
+        expired_by_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> StorageFuture<'_, Vec<WorkItem>>;
 }

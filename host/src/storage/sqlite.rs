@@ -18,7 +18,10 @@ use super::{Storage, StorageError, StorageFuture, StoredKey};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records the
 /// last one applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_durable.sql"),
+];
 
 /// Jobs taken into one transaction at most.
 const MAX_BATCH: usize = 1024;

@@ -1,0 +1,237 @@
+//! The durable engine's records: instance ids and statuses, journal
+//! entries, inbox messages and work items. Storage reads and writes these;
+//! the engine and the HTTP API speak them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::GuestError;
+
+/// An orchestration instance id: 1 to 256 printable characters, none of
+/// them `/`, `\\`, `?` or `#` (ids appear in URL paths).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct InstanceId(String);
+
+/// Why a string is not an instance id.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "instance id {0:?} is not valid: use 1-256 printable characters without '/', '\\', '?' or '#'"
+)]
+pub struct InstanceIdError(pub String);
+
+impl InstanceId {
+    pub const MAX_LEN: usize = 256;
+
+    pub fn parse(s: &str) -> Result<Self, InstanceIdError> {
+        let ok = !s.is_empty()
+            && s.len() <= Self::MAX_LEN
+            && s.chars()
+                .all(|c| !c.is_control() && !matches!(c, '/' | '\\' | '?' | '#'));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InstanceIdError(s.chars().take(300).collect()))
+        }
+    }
+
+    /// A new random id (32 hex digits, as Azure's generated ids).
+    pub fn generate() -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut bytes = [0u8; 16];
+        // Without the OS generator, clock and counter still give unique ids
+        // within this host.
+        if getrandom::fill(&mut bytes).is_err() {
+            bytes[..8].copy_from_slice(&crate::time::now_ms().to_le_bytes());
+            bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+        }
+        Self(hex::encode(bytes))
+    }
+
+    /// The id of a child derived from this instance and a sequence number,
+    /// so that a replay derives the same one.
+    pub fn child(&self, seq: u64) -> Self {
+        Self(format!("{}:{seq}", self.0))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The runtime status of an instance, named as Azure's API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RuntimeStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Terminated,
+    Suspended,
+    ContinuedAsNew,
+}
+
+impl RuntimeStatus {
+    pub const ALL: [RuntimeStatus; 7] = [
+        Self::Pending,
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Terminated,
+        Self::Suspended,
+        Self::ContinuedAsNew,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Running => "Running",
+            Self::Completed => "Completed",
+            Self::Failed => "Failed",
+            Self::Terminated => "Terminated",
+            Self::Suspended => "Suspended",
+            Self::ContinuedAsNew => "ContinuedAsNew",
+        }
+    }
+
+    /// Parses a status name, ignoring case.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// Completed, failed and terminated instances do nothing more.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Terminated)
+    }
+}
+
+/// An instance as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    pub id: InstanceId,
+    /// The orchestrator function's name.
+    pub name: String,
+    /// The app (file stem) the orchestrator came from.
+    pub app: String,
+    /// The component version the instance is pinned to (hex sha256).
+    pub digest: String,
+    pub status: RuntimeStatus,
+    /// JSON text.
+    pub input: String,
+    pub output: Option<String>,
+    pub custom_status: Option<String>,
+    pub parent_id: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// One journaled host call: what was asked and what was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub seq: u64,
+    /// The call's name, e.g. `schedule-activity`.
+    pub kind: String,
+    /// The call's arguments, as canonical JSON.
+    pub request: String,
+    /// The call's answer, as JSON (`None` for calls without one).
+    pub result: Option<String>,
+    pub at_ms: i64,
+}
+
+/// The outcome of a task (an activity, for now): JSON output or an error.
+pub type TaskOutcome = Result<String, GuestError>;
+
+/// Something that reached an instance from outside, in arrival order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxMessage {
+    /// Position in the database-wide arrival order.
+    pub arrival: i64,
+    pub body: InboxBody,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum InboxBody {
+    /// A scheduled task finished.
+    TaskCompleted { task_id: u64, outcome: TaskOutcome },
+    /// An external event was raised.
+    Event { name: String, data: String },
+}
+
+/// An activity to run: the call it answers and what to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkItem {
+    pub id: i64,
+    pub instance_id: InstanceId,
+    /// The sequence number of the scheduling call.
+    pub task_id: u64,
+    pub app: String,
+    pub digest: String,
+    /// The activity function's name.
+    pub name: String,
+    pub input: String,
+    /// 1 for the first attempt; re-runs after a lost lease count up.
+    pub attempt: u32,
+}
+
+impl WorkItem {
+    /// Stable across re-executions of the same call.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}:{}", self.instance_id, self.task_id)
+    }
+}
+
+/// An activity a committing episode schedules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWorkItem {
+    pub task_id: u64,
+    pub name: String,
+    pub input: String,
+}
+
+/// How an instance's row changes at the end of an episode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusUpdate {
+    pub status: RuntimeStatus,
+    pub output: Option<String>,
+    pub custom_status: Option<String>,
+}
+
+/// What one episode of an orchestrator commits together: the journal
+/// entries it made, the activities it scheduled, and its new status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Episode {
+    pub instance_id: InstanceId,
+    pub entries: Vec<JournalEntry>,
+    pub work: Vec<NewWorkItem>,
+    pub status: StatusUpdate,
+    /// How long the dispatched work items are leased to this host.
+    pub lease_ms: i64,
+}
+
+/// Which instances a query selects.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceFilter {
+    /// Empty means any status.
+    pub statuses: Vec<RuntimeStatus>,
+    pub created_from_ms: Option<i64>,
+    pub created_to_ms: Option<i64>,
+    pub id_prefix: Option<String>,
+}
+
+/// One page of a listing and where the next one starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstancePage {
+    pub instances: Vec<InstanceRecord>,
+    /// Opaque; pass it back to get the next page.
+    pub continuation: Option<String>,
+}

@@ -1,0 +1,488 @@
+//! SQLite implementation of [`DurableStorage`]: instances, journals,
+//! inboxes, work items and component versions.
+//!
+//! Invariants: an episode (journal entries, work items, status) commits in
+//! one job; a task completion inserts its inbox message and deletes its
+//! work item in one job, and is ignored if the item is gone (a duplicate
+//! run), so each task is answered once.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::sqlite::SqliteStorage;
+use super::{ChangeOutcome, CreateOutcome, DurableStorage, EventOutcome, StorageFuture};
+use crate::durable::model::{
+    Episode, InboxBody, InboxMessage, InstanceFilter, InstanceId, InstancePage, InstanceRecord,
+    JournalEntry, RuntimeStatus, TaskOutcome, WorkItem,
+};
+use crate::sandbox::GuestError;
+use crate::time::now_ms;
+
+const INSTANCE_COLUMNS: &str = "id, name, app, digest, status, input, output, custom_status, parent_id, created_ms, updated_ms";
+
+fn bad_value(what: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("unexpected {what} {value:?} in the database").into(),
+    )
+}
+
+fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
+    let id: String = row.get(0)?;
+    let status: String = row.get(4)?;
+    Ok(InstanceRecord {
+        id: InstanceId::parse(&id).map_err(|_| bad_value("instance id", &id))?,
+        name: row.get(1)?,
+        app: row.get(2)?,
+        digest: row.get(3)?,
+        status: RuntimeStatus::parse(&status).ok_or_else(|| bad_value("status", &status))?,
+        input: row.get(5)?,
+        output: row.get(6)?,
+        custom_status: row.get(7)?,
+        parent_id: row.get(8)?,
+        created_ms: row.get(9)?,
+        updated_ms: row.get(10)?,
+    })
+}
+
+fn load_instance(conn: &Connection, id: &str) -> rusqlite::Result<Option<InstanceRecord>> {
+    conn.query_row(
+        &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ?1"),
+        [id],
+        instance_from_row,
+    )
+    .optional()
+}
+
+fn outcome_columns(outcome: &TaskOutcome) -> (bool, String) {
+    match outcome {
+        Ok(json) => (true, json.clone()),
+        Err(e) => (
+            false,
+            serde_json::to_string(e).unwrap_or_else(|_| "{}".to_owned()),
+        ),
+    }
+}
+
+fn inbox_from_row(row: &Row<'_>) -> rusqlite::Result<InboxMessage> {
+    let arrival: i64 = row.get(0)?;
+    let kind: String = row.get(1)?;
+    let task_id: Option<i64> = row.get(2)?;
+    let name: Option<String> = row.get(3)?;
+    let ok: bool = row.get(4)?;
+    let payload: String = row.get(5)?;
+    let body = match (kind.as_str(), task_id) {
+        ("task", Some(task_id)) => InboxBody::TaskCompleted {
+            task_id: task_id as u64,
+            outcome: if ok {
+                Ok(payload)
+            } else {
+                Err(GuestError::from_stored(&payload))
+            },
+        },
+        ("event", _) => InboxBody::Event {
+            name: name.unwrap_or_default(),
+            data: payload,
+        },
+        _ => return Err(bad_value("inbox kind", &kind)),
+    };
+    Ok(InboxMessage { arrival, body })
+}
+
+fn work_from_row(row: &Row<'_>) -> rusqlite::Result<WorkItem> {
+    let instance: String = row.get(1)?;
+    Ok(WorkItem {
+        id: row.get(0)?,
+        instance_id: InstanceId::parse(&instance)
+            .map_err(|_| bad_value("instance id", &instance))?,
+        task_id: row.get::<_, i64>(2)? as u64,
+        app: row.get(3)?,
+        digest: row.get(4)?,
+        name: row.get(5)?,
+        input: row.get(6)?,
+        attempt: row.get(7)?,
+    })
+}
+
+const WORK_COLUMNS: &str =
+    "w.id, w.instance_id, w.task_id, i.app, i.digest, w.name, w.input, w.attempt";
+
+/// Leases up to `limit` items whose lease expired by `expired_by` until
+/// `lease_until`, counting an attempt for each.
+fn claim_expired(
+    conn: &Connection,
+    expired_by: i64,
+    lease_until: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<WorkItem>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {WORK_COLUMNS} FROM work_items w JOIN instances i ON i.id = w.instance_id
+         WHERE w.lease_until_ms <= ?1 ORDER BY w.id LIMIT ?2"
+    ))?;
+    let items: Vec<WorkItem> = stmt
+        .query_map(params![expired_by, limit as i64], work_from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut lease = conn.prepare_cached(
+        "UPDATE work_items SET lease_until_ms = ?2, attempt = attempt + 1 WHERE id = ?1",
+    )?;
+    for item in &items {
+        lease.execute(params![item.id, lease_until])?;
+    }
+    Ok(items
+        .into_iter()
+        .map(|mut item| {
+            item.attempt += 1;
+            item
+        })
+        .collect())
+}
+
+fn filter_sql(filter: &InstanceFilter, args: &mut Vec<rusqlite::types::Value>) -> String {
+    use rusqlite::types::Value;
+    let mut clauses = Vec::new();
+    if !filter.statuses.is_empty() {
+        let marks: Vec<String> = filter
+            .statuses
+            .iter()
+            .map(|s| {
+                args.push(Value::Text(s.as_str().to_owned()));
+                format!("?{}", args.len())
+            })
+            .collect();
+        clauses.push(format!("status IN ({})", marks.join(", ")));
+    }
+    if let Some(from) = filter.created_from_ms {
+        args.push(Value::Integer(from));
+        clauses.push(format!("created_ms >= ?{}", args.len()));
+    }
+    if let Some(to) = filter.created_to_ms {
+        args.push(Value::Integer(to));
+        clauses.push(format!("created_ms <= ?{}", args.len()));
+    }
+    if let Some(prefix) = &filter.id_prefix {
+        args.push(Value::Text(prefix.clone()));
+        clauses.push(format!("substr(id, 1, length(?{0})) = ?{0}", args.len()));
+    }
+    if clauses.is_empty() {
+        "1".to_owned()
+    } else {
+        clauses.join(" AND ")
+    }
+}
+
+impl DurableStorage for SqliteStorage {
+    fn put_component(&self, digest: String, bytes: std::sync::Arc<[u8]>) -> StorageFuture<'_, ()> {
+        Box::pin(self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO components (digest, bytes, created_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (digest) DO NOTHING",
+                params![digest, &bytes[..], now_ms()],
+            )
+            .map(|_| ())
+        }))
+    }
+
+    fn component(&self, digest: &str) -> StorageFuture<'_, Option<Vec<u8>>> {
+        let digest = digest.to_owned();
+        Box::pin(self.read(move |conn| {
+            conn.query_row(
+                "SELECT bytes FROM components WHERE digest = ?1",
+                [&digest],
+                |r| r.get(0),
+            )
+            .optional()
+        }))
+    }
+
+    fn create_instance(&self, record: InstanceRecord) -> StorageFuture<'_, CreateOutcome> {
+        Box::pin(self.write(move |conn| {
+            if let Some(existing) = load_instance(conn, record.id.as_str())? {
+                if !existing.status.is_finished() {
+                    return Ok(CreateOutcome::AlreadyRunning(existing.status));
+                }
+                // A finished instance's id may be reused: its history goes.
+                conn.execute("DELETE FROM instances WHERE id = ?1", [record.id.as_str()])?;
+            }
+            conn.execute(
+                &format!("INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                params![
+                    record.id.as_str(),
+                    record.name,
+                    record.app,
+                    record.digest,
+                    record.status.as_str(),
+                    record.input,
+                    record.output,
+                    record.custom_status,
+                    record.parent_id,
+                    record.created_ms,
+                    record.updated_ms,
+                ],
+            )?;
+            Ok(CreateOutcome::Created)
+        }))
+    }
+
+    fn instance(&self, id: &InstanceId) -> StorageFuture<'_, Option<InstanceRecord>> {
+        let id = id.clone();
+        Box::pin(self.read(move |conn| load_instance(conn, id.as_str())))
+    }
+
+    fn list_instances(
+        &self,
+        filter: InstanceFilter,
+        top: usize,
+        continuation: Option<String>,
+    ) -> StorageFuture<'_, InstancePage> {
+        Box::pin(self.read(move |conn| {
+            let mut args = Vec::new();
+            let mut sql = format!(
+                "SELECT {INSTANCE_COLUMNS} FROM instances WHERE {}",
+                filter_sql(&filter, &mut args)
+            );
+            if let Some((created, id)) = continuation.as_deref().and_then(|c| c.split_once(':')) {
+                let created: i64 = created.parse().unwrap_or(i64::MIN);
+                args.push(created.into());
+                args.push(id.to_owned().into());
+                sql.push_str(&format!(
+                    " AND (created_ms, id) > (?{}, ?{})",
+                    args.len() - 1,
+                    args.len()
+                ));
+            }
+            args.push((top as i64 + 1).into());
+            sql.push_str(&format!(" ORDER BY created_ms, id LIMIT ?{}", args.len()));
+            let mut stmt = conn.prepare(&sql)?;
+            let mut instances: Vec<InstanceRecord> = stmt
+                .query_map(rusqlite::params_from_iter(args), instance_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let continuation = if instances.len() > top {
+                instances.truncate(top);
+                instances
+                    .last()
+                    .map(|last| format!("{}:{}", last.created_ms, last.id))
+            } else {
+                None
+            };
+            Ok(InstancePage {
+                instances,
+                continuation,
+            })
+        }))
+    }
+
+    fn history(
+        &self,
+        id: &InstanceId,
+    ) -> StorageFuture<'_, Option<(InstanceRecord, Vec<JournalEntry>, Vec<InboxMessage>)>> {
+        let id = id.clone();
+        Box::pin(self.read(move |conn| {
+            let Some(record) = load_instance(conn, id.as_str())? else {
+                return Ok(None);
+            };
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, kind, request, result, at_ms FROM journal WHERE instance_id = ?1 ORDER BY seq",
+            )?;
+            let journal = stmt
+                .query_map([id.as_str()], |r| {
+                    Ok(JournalEntry {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        kind: r.get(1)?,
+                        request: r.get(2)?,
+                        result: r.get(3)?,
+                        at_ms: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT arrival, kind, task_id, name, ok, payload FROM inbox WHERE instance_id = ?1 ORDER BY arrival",
+            )?;
+            let inbox = stmt
+                .query_map([id.as_str()], inbox_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(Some((record, journal, inbox)))
+        }))
+    }
+
+    fn commit_episode(&self, episode: Episode) -> StorageFuture<'_, Vec<WorkItem>> {
+        Box::pin(self.write(move |conn| {
+            let now = now_ms();
+            let id = episode.instance_id.as_str();
+            let Some(record) = load_instance(conn, id)? else {
+                // Purged while it ran: nothing to record.
+                return Ok(Vec::new());
+            };
+            if record.status.is_finished() {
+                // Terminated while it ran: its last episode is dropped.
+                return Ok(Vec::new());
+            }
+            let mut journal = conn.prepare_cached(
+                "INSERT INTO journal (instance_id, seq, kind, request, result, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for entry in &episode.entries {
+                journal.execute(params![
+                    id,
+                    entry.seq as i64,
+                    entry.kind,
+                    entry.request,
+                    entry.result,
+                    entry.at_ms
+                ])?;
+            }
+            let mut work = conn.prepare_cached(
+                "INSERT INTO work_items (instance_id, task_id, name, input, attempt, lease_until_ms, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6)",
+            )?;
+            let mut items = Vec::with_capacity(episode.work.len());
+            for new in episode.work {
+                work.execute(params![
+                    id,
+                    new.task_id as i64,
+                    new.name,
+                    new.input,
+                    now + episode.lease_ms,
+                    now
+                ])?;
+                items.push(WorkItem {
+                    id: conn.last_insert_rowid(),
+                    instance_id: episode.instance_id.clone(),
+                    task_id: new.task_id,
+                    app: record.app.clone(),
+                    digest: record.digest.clone(),
+                    name: new.name,
+                    input: new.input,
+                    attempt: 1,
+                });
+            }
+            let status = &episode.status;
+            conn.prepare_cached(
+                "UPDATE instances SET status = ?2, output = ?3, custom_status = ?4, updated_ms = ?5 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                status.status.as_str(),
+                status.output,
+                status.custom_status,
+                now
+            ])?;
+            if status.status.is_finished() {
+                conn.prepare_cached("DELETE FROM work_items WHERE instance_id = ?1")?
+                    .execute([id])?;
+                items.clear();
+            }
+            Ok(items)
+        }))
+    }
+
+    fn complete_work(
+        &self,
+        item: &WorkItem,
+        outcome: TaskOutcome,
+    ) -> StorageFuture<'_, Option<InboxMessage>> {
+        let item_id = item.id;
+        let instance = item.instance_id.clone();
+        let task_id = item.task_id;
+        Box::pin(self.write(move |conn| {
+            let deleted = conn
+                .prepare_cached("DELETE FROM work_items WHERE id = ?1")?
+                .execute([item_id])?;
+            if deleted == 0 {
+                return Ok(None);
+            }
+            let (ok, payload) = outcome_columns(&outcome);
+            conn.prepare_cached(
+                "INSERT INTO inbox (instance_id, kind, task_id, ok, payload, at_ms) VALUES (?1, 'task', ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![instance.as_str(), task_id as i64, ok, payload, now_ms()])?;
+            Ok(Some(InboxMessage {
+                arrival: conn.last_insert_rowid(),
+                body: InboxBody::TaskCompleted { task_id, outcome },
+            }))
+        }))
+    }
+
+    fn raise_event(
+        &self,
+        id: &InstanceId,
+        name: String,
+        data: String,
+    ) -> StorageFuture<'_, EventOutcome> {
+        let id = id.clone();
+        Box::pin(self.write(move |conn| {
+            let Some(record) = load_instance(conn, id.as_str())? else {
+                return Ok(EventOutcome::NotFound);
+            };
+            if record.status.is_finished() {
+                return Ok(EventOutcome::Finished(record.status));
+            }
+            conn.prepare_cached(
+                "INSERT INTO inbox (instance_id, kind, name, ok, payload, at_ms) VALUES (?1, 'event', ?2, 1, ?3, ?4)",
+            )?
+            .execute(params![id.as_str(), name, data, now_ms()])?;
+            Ok(EventOutcome::Delivered(InboxMessage {
+                arrival: conn.last_insert_rowid(),
+                body: InboxBody::Event { name, data },
+            }))
+        }))
+    }
+
+    fn terminate(&self, id: &InstanceId, output: String) -> StorageFuture<'_, ChangeOutcome> {
+        let id = id.clone();
+        Box::pin(self.write(move |conn| {
+            let Some(record) = load_instance(conn, id.as_str())? else {
+                return Ok(ChangeOutcome::NotFound);
+            };
+            if record.status.is_finished() {
+                return Ok(ChangeOutcome::Finished(record.status));
+            }
+            conn.execute(
+                "UPDATE instances SET status = 'Terminated', output = ?2, updated_ms = ?3 WHERE id = ?1",
+                params![id.as_str(), output, now_ms()],
+            )?;
+            conn.execute("DELETE FROM work_items WHERE instance_id = ?1", [id.as_str()])?;
+            Ok(ChangeOutcome::Done)
+        }))
+    }
+
+    fn purge(&self, id: &InstanceId) -> StorageFuture<'_, bool> {
+        let id = id.clone();
+        Box::pin(self.write(move |conn| {
+            conn.execute("DELETE FROM instances WHERE id = ?1", [id.as_str()])
+                .map(|n| n > 0)
+        }))
+    }
+
+    fn purge_many(&self, filter: InstanceFilter) -> StorageFuture<'_, u64> {
+        Box::pin(self.write(move |conn| {
+            let mut args = Vec::new();
+            let sql = format!(
+                "DELETE FROM instances WHERE {} AND status IN ('Completed', 'Failed', 'Terminated')",
+                filter_sql(&filter, &mut args)
+            );
+            conn.execute(&sql, rusqlite::params_from_iter(args))
+                .map(|n| n as u64)
+        }))
+    }
+
+    fn unfinished_instances(&self) -> StorageFuture<'_, Vec<InstanceId>> {
+        Box::pin(self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id FROM instances WHERE status IN ('Pending', 'Running') ORDER BY created_ms",
+            )?;
+            let ids = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .filter_map(|id| id.map(|id| InstanceId::parse(&id).ok()).transpose())
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(ids)
+        }))
+    }
+
+    fn claim_work(
+        &self,
+        expired_by_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> StorageFuture<'_, Vec<WorkItem>> {
+        Box::pin(self.write(move |conn| claim_expired(conn, expired_by_ms, lease_until_ms, limit)))
+    }
+}
