@@ -1,5 +1,6 @@
-//! Assembles a running host: storage, keys, sandbox, registry, watcher and
-//! HTTP server, started in that order and stopped in reverse.
+//! Assembles a running host: storage, keys, sandbox, registry, durable
+//! engine, watcher and HTTP server, started in that order and stopped in
+//! reverse.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,11 +10,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::durable::{Engine, EngineConfig};
 use crate::http::{HttpContext, HttpLimits};
 use crate::keys::{Keys, MasterKeySource};
 use crate::registry::Registry;
 use crate::sandbox::{CodeCache, EngineError, Sandbox, SandboxLimits};
-use crate::storage::{SqliteStorage, Storage, StorageError};
+use crate::storage::{DurableStorage, SqliteStorage, Storage, StorageError};
 use crate::watcher::{FolderEvent, FolderWatch, WatchError, run_deployer, watch_folder};
 
 /// Everything `perdure serve` can be told.
@@ -31,6 +33,9 @@ pub struct HostConfig {
     pub master_key: Option<String>,
     pub sandbox: SandboxLimits,
     pub http: HttpLimits,
+    /// The durable engine; its slot caps are also bounded by the sandbox's
+    /// (see [`HostConfig::engine_config`]).
+    pub durable: EngineConfig,
 }
 
 impl HostConfig {
@@ -43,7 +48,19 @@ impl HostConfig {
             master_key: None,
             sandbox: SandboxLimits::default(),
             http: HttpLimits::default(),
+            durable: EngineConfig::default(),
         }
+    }
+
+    /// The engine's settings, with its sandbox slot caps fitted into the
+    /// sandbox's: orchestrators may hold at most half of the slots and
+    /// activities a quarter, so HTTP functions always find some free.
+    pub fn engine_config(&self) -> EngineConfig {
+        let slots = self.sandbox.max_instances as usize;
+        let mut config = self.durable.clone();
+        config.max_hot_instances = config.max_hot_instances.min(slots / 2).max(1);
+        config.max_activities = config.max_activities.min(slots / 4).max(1);
+        config
     }
 
     pub fn cache_dir(&self) -> PathBuf {
@@ -83,6 +100,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
 pub struct Host {
     addr: SocketAddr,
     registry: Arc<Registry>,
+    engine: Arc<Engine>,
     storage: Arc<SqliteStorage>,
     master_key_source: MasterKeySource,
     master_key: Option<String>,
@@ -116,6 +134,7 @@ impl Host {
         let dyn_storage: Arc<dyn Storage> = storage.clone();
         let (keys, master_key_source, master_key) =
             Keys::load(dyn_storage, config.master_key.as_deref()).await?;
+        let keys = Arc::new(keys);
 
         let limits = config.sandbox.clone();
         let sandbox = tokio::task::spawn_blocking(move || Sandbox::new(limits))
@@ -125,6 +144,14 @@ impl Host {
         let cache = CodeCache::open(&cache_dir)
             .map_err(io(format!("cannot create {}", cache_dir.display())))?;
         let registry = Arc::new(Registry::new(Arc::new(sandbox), cache, dir.clone()));
+        let durable_storage: Arc<dyn DurableStorage> = storage.clone();
+        let engine = Engine::new(
+            durable_storage,
+            registry.clone(),
+            keys.clone(),
+            config.engine_config(),
+        );
+        registry.sandbox().set_client(&engine);
 
         // Watch before the first scan, so nothing dropped in between is
         // missed; the deployer only starts after it, so the scan's loads
@@ -139,6 +166,8 @@ impl Host {
             registry.sync(&path).await;
         }
         let deployer = tokio::spawn(run_deployer(registry.clone(), events_rx));
+        // Apps are loaded: instances left by the previous run can resume.
+        engine.recover().await?;
 
         let listener = TcpListener::bind(config.listen)
             .await
@@ -148,7 +177,8 @@ impl Host {
             .map_err(io("cannot read the listening address"))?;
         let ctx = Arc::new(HttpContext {
             registry: registry.clone(),
-            keys: Arc::new(keys),
+            engine: engine.clone(),
+            keys,
             limits: config.http.clone(),
             local_addr: addr,
         });
@@ -157,6 +187,7 @@ impl Host {
         Ok(Self {
             addr,
             registry,
+            engine,
             storage,
             master_key_source,
             master_key,
@@ -176,6 +207,10 @@ impl Host {
         &self.registry
     }
 
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     pub fn master_key_source(&self) -> MasterKeySource {
         self.master_key_source
     }
@@ -192,6 +227,9 @@ impl Host {
         let _ = (&mut self.server).await;
         self.watch.take();
         self.deployer.abort();
+        // Instances stop where they are; their journals resume them at the
+        // next start.
+        self.engine.stop();
         let storage = self.storage.clone();
         let _ = tokio::task::spawn_blocking(move || storage.close()).await;
     }

@@ -15,6 +15,8 @@ use crate::model::AuthLevel;
 use crate::storage::{Storage, StorageError, StoredKey};
 
 const MASTER_KEY_SETTING: &str = "master_key";
+/// The secret instance keys are derived from; never leaves the database.
+const INSTANCE_SECRET_SETTING: &str = "instance_key_secret";
 
 /// Where the master key came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +71,8 @@ pub struct Keys {
     /// Function keys by hash; the value is the function a key is limited
     /// to, or `None` for a host key.
     function_keys: RwLock<HashMap<Hash, Option<String>>>,
+    /// HMAC key of the instance keys.
+    instance_secret: Vec<u8>,
 }
 
 impl Keys {
@@ -90,10 +94,19 @@ impl Keys {
                 }
             },
         };
+        let instance_secret = match storage.setting(INSTANCE_SECRET_SETTING).await? {
+            Some(secret) => secret,
+            None => {
+                storage
+                    .init_setting(INSTANCE_SECRET_SETTING, &random_secret()?)
+                    .await?
+            }
+        };
         let keys = Self {
             storage,
             master,
             function_keys: RwLock::new(HashMap::new()),
+            instance_secret: instance_secret.into_bytes(),
         };
         keys.reload().await?;
         Ok((keys, source, shown))
@@ -107,6 +120,26 @@ impl Keys {
             Err(poisoned) => *poisoned.into_inner() = map,
         }
         Ok(())
+    }
+
+    /// The key that the management URLs of one orchestration instance
+    /// carry: valid for that instance's routes only.
+    pub fn instance_key(&self, instance_id: &str) -> String {
+        use hmac::{Mac as _, SimpleHmac};
+        let mut mac = match SimpleHmac::<Sha256>::new_from_slice(&self.instance_secret) {
+            Ok(mac) => mac,
+            // HMAC takes keys of any length; this arm is not reached.
+            Err(_) => return String::new(),
+        };
+        mac.update(b"perdure-instance:");
+        mac.update(instance_id.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// True if `key` is the instance key of `instance_id` (constant-time).
+    pub fn is_instance_key(&self, instance_id: &str, key: &str) -> bool {
+        let expected = self.instance_key(instance_id);
+        !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(key.as_bytes()))
     }
 
     /// True if `key` is the master key (constant-time).

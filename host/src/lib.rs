@@ -1,6 +1,7 @@
 //! Perdure: a host for durable serverless functions written as WebAssembly
 //! components. See ARCHITECTURE.md for the map of this crate.
 
+pub mod cli;
 pub mod durable;
 pub mod host;
 mod http;

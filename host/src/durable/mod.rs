@@ -1,5 +1,288 @@
 //! The durable engine: orchestration instances that survive crashes,
 //! restarts and evictions because every host call they make is journaled
 //! and replayed.
+//!
+//! - [`model`]: ids, statuses and the records storage keeps.
+//! - [`journal`]: how calls and results are written and compared.
+//! - `session`: one run of an orchestrator (replay, then live).
+//! - `engine`: instance runs, activity dispatch, recovery.
 
+mod engine;
+pub mod journal;
 pub mod model;
+pub(crate) mod session;
+pub mod urls;
+
+pub use urls::{BASE_PATH, ManagementUrls, PlainResponse};
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+pub use engine::EngineConfig;
+pub(crate) use engine::{Shared, Signal};
+use model::{InstanceFilter, InstanceId, InstancePage, InstanceRecord, RuntimeStatus};
+
+use crate::keys::Keys;
+use crate::model::FunctionKind;
+use crate::registry::Registry;
+use crate::storage::{ChangeOutcome, CreateOutcome, DurableStorage, EventOutcome, StorageError};
+use crate::time::now_ms;
+
+/// Why an instance could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no orchestrator named {0} is loaded")]
+    UnknownOrchestrator(String),
+    #[error("instance {0} already exists and is {status}", status = .1.as_str())]
+    AlreadyRunning(InstanceId, RuntimeStatus),
+    #[error("the input is not valid JSON: {0}")]
+    InvalidInput(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The durable engine's public face: what the HTTP API and the durable
+/// client call.
+pub struct Engine {
+    shared: Arc<Shared>,
+    keys: Arc<Keys>,
+}
+
+/// Work items claimed per sweep of expired leases.
+const SWEEP_BATCH: usize = 1000;
+
+impl Engine {
+    pub fn new(
+        storage: Arc<dyn DurableStorage>,
+        registry: Arc<Registry>,
+        keys: Arc<Keys>,
+        config: EngineConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            shared: Shared::new(storage, registry, config),
+            keys,
+        })
+    }
+
+    /// The management URLs of an instance, carrying its instance key.
+    pub fn management_urls(&self, base_url: &str, id: &InstanceId) -> ManagementUrls {
+        ManagementUrls::new(base_url, id, &self.keys.instance_key(id.as_str()))
+    }
+
+    /// True if `key` may manage instance `id` (the master key, or the
+    /// instance's own key).
+    pub fn authorizes(&self, key: &str, id: &str) -> bool {
+        self.keys.is_master(key) || self.keys.is_instance_key(id, key)
+    }
+
+    /// Resumes what a previous process left: every leased work item is
+    /// taken over and run again, every unfinished instance is woken. Then
+    /// keeps re-running work whose lease expires.
+    pub async fn recover(self: &Arc<Self>) -> Result<(), StorageError> {
+        let shared = &self.shared;
+        let lease = shared.lease_ms();
+        loop {
+            let items = shared
+                .storage()
+                .claim_work(i64::MAX, now_ms().saturating_add(lease), SWEEP_BATCH)
+                .await?;
+            let done = items.len() < SWEEP_BATCH;
+            if !items.is_empty() {
+                tracing::info!(
+                    count = items.len(),
+                    "re-running activities left by the previous run"
+                );
+            }
+            shared.dispatch(items);
+            if done {
+                break;
+            }
+        }
+        let unfinished = shared.storage().unfinished_instances().await?;
+        if !unfinished.is_empty() {
+            tracing::info!(count = unfinished.len(), "resuming unfinished instances");
+        }
+        for id in unfinished {
+            shared.deliver(&id, Signal::Wake);
+        }
+        let sweeper = Arc::downgrade(&self.shared);
+        let period = Duration::from_millis((lease / 4).max(1) as u64);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(shared) = sweeper.upgrade() else {
+                    return;
+                };
+                if shared.stopping.load(Ordering::Relaxed) {
+                    return;
+                }
+                let now = now_ms();
+                match shared
+                    .storage()
+                    .claim_work(now, now.saturating_add(shared.lease_ms()), SWEEP_BATCH)
+                    .await
+                {
+                    Ok(items) => shared.dispatch(items),
+                    Err(e) => tracing::error!("cannot sweep expired activity leases: {e}"),
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Starts an orchestration. `input` must be JSON text.
+    pub async fn start_new(
+        &self,
+        name: &str,
+        id: Option<InstanceId>,
+        input: String,
+        parent: Option<InstanceId>,
+    ) -> Result<InstanceId, StartError> {
+        serde_json::from_str::<serde::de::IgnoredAny>(&input)
+            .map_err(|e| StartError::InvalidInput(e.to_string()))?;
+        let snapshot = self.shared.registry().snapshot();
+        let (app, _) = snapshot
+            .function(name)
+            .filter(|(_, f)| f.kind == FunctionKind::Orchestrator)
+            .ok_or_else(|| StartError::UnknownOrchestrator(name.to_owned()))?;
+        let digest = app.digest.hex();
+        self.shared
+            .keep_version(digest.clone(), app.bytes.clone())
+            .await?;
+        let id = id.unwrap_or_else(InstanceId::generate);
+        let now = now_ms();
+        let record = InstanceRecord {
+            id: id.clone(),
+            name: name.to_owned(),
+            app: app.name.clone(),
+            digest,
+            status: RuntimeStatus::Pending,
+            input,
+            output: None,
+            custom_status: None,
+            parent_id: parent.map(|p| p.to_string()),
+            created_ms: now,
+            updated_ms: now,
+        };
+        match self.shared.storage().create_instance(record).await? {
+            CreateOutcome::Created => {
+                self.shared.deliver(&id, Signal::Wake);
+                Ok(id)
+            }
+            CreateOutcome::AlreadyRunning(status) => Err(StartError::AlreadyRunning(id, status)),
+        }
+    }
+
+    pub async fn status(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, StorageError> {
+        self.shared.storage().instance(id).await
+    }
+
+    /// The instance with its journal and inbox.
+    pub async fn history(&self, id: &InstanceId) -> Result<Option<model::History>, StorageError> {
+        self.shared.storage().history(id).await
+    }
+
+    pub async fn list(
+        &self,
+        filter: InstanceFilter,
+        top: usize,
+        continuation: Option<String>,
+    ) -> Result<InstancePage, StorageError> {
+        self.shared
+            .storage()
+            .list_instances(filter, top, continuation)
+            .await
+    }
+
+    /// Stores an event for the instance and wakes it.
+    pub async fn raise_event(
+        &self,
+        id: &InstanceId,
+        name: String,
+        data: String,
+    ) -> Result<EventOutcome, StorageError> {
+        let outcome = self.shared.storage().raise_event(id, name, data).await?;
+        if let EventOutcome::Delivered(message) = &outcome {
+            self.shared.deliver(id, Signal::Message(message.clone()));
+        }
+        Ok(outcome)
+    }
+
+    /// Ends an unfinished instance with `reason` as its output; its pending
+    /// activities are dropped and its session, if in memory, stops.
+    pub async fn terminate(
+        &self,
+        id: &InstanceId,
+        reason: &str,
+    ) -> Result<ChangeOutcome, StorageError> {
+        let output = serde_json::Value::String(reason.to_owned()).to_string();
+        let outcome = self.shared.storage().terminate(id, output).await?;
+        if outcome == ChangeOutcome::Done {
+            self.shared.notify_if_hot(id, Signal::Cancel);
+            self.shared.announce_finished();
+        }
+        Ok(outcome)
+    }
+
+    /// Suspends an unfinished instance: it answers no more awaits (events
+    /// and results are kept) until resumed.
+    pub async fn suspend(&self, id: &InstanceId) -> Result<ChangeOutcome, StorageError> {
+        let outcome = self.shared.storage().set_suspended(id, true).await?;
+        if outcome == ChangeOutcome::Done {
+            self.shared.notify_if_hot(id, Signal::Suspend(true));
+        }
+        Ok(outcome)
+    }
+
+    /// Resumes a suspended instance.
+    pub async fn resume(&self, id: &InstanceId) -> Result<ChangeOutcome, StorageError> {
+        let outcome = self.shared.storage().set_suspended(id, false).await?;
+        if outcome == ChangeOutcome::Done {
+            self.shared.deliver(id, Signal::Suspend(false));
+        }
+        Ok(outcome)
+    }
+
+    /// Deletes a finished instance's history.
+    pub async fn purge(&self, id: &InstanceId) -> Result<ChangeOutcome, StorageError> {
+        self.shared.storage().purge(id).await
+    }
+
+    /// Waits until the instance finishes or `timeout` passes; returns its
+    /// last status (`None` if there is no such instance).
+    pub async fn wait_for_completion(
+        &self,
+        id: &InstanceId,
+        timeout: Duration,
+    ) -> Result<Option<InstanceRecord>, StorageError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut finished = self.shared.finished_events();
+        loop {
+            let record = self.status(id).await?;
+            match record {
+                Some(record) if !record.status.is_finished() => {
+                    if tokio::time::timeout_at(deadline, finished.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Ok(Some(record));
+                    }
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    pub async fn purge_many(&self, filter: InstanceFilter) -> Result<u64, StorageError> {
+        self.shared.storage().purge_many(filter).await
+    }
+
+    /// Stops running instances and activities; nothing more is written by
+    /// them. Instances resume from their journals at the next start.
+    pub fn stop(&self) {
+        self.shared.stop();
+    }
+}

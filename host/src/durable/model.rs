@@ -148,6 +148,14 @@ pub struct JournalEntry {
     pub at_ms: i64,
 }
 
+/// Everything replay needs: the instance, its journal and its inbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct History {
+    pub record: InstanceRecord,
+    pub journal: Vec<JournalEntry>,
+    pub inbox: Vec<InboxMessage>,
+}
+
 /// The outcome of a task (an activity, for now): JSON output or an error.
 pub type TaskOutcome = Result<String, GuestError>;
 
@@ -156,6 +164,8 @@ pub type TaskOutcome = Result<String, GuestError>;
 pub struct InboxMessage {
     /// Position in the database-wide arrival order.
     pub arrival: i64,
+    /// When it arrived (ms since the epoch); for history views only.
+    pub at_ms: i64,
     pub body: InboxBody,
 }
 

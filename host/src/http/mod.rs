@@ -1,4 +1,5 @@
-//! The HTTP server: user functions under `/api/`, the admin API under
+//! The HTTP server: user functions under `/api/`, the durable management
+//! API under `/runtime/webhooks/durabletask/`, the admin API under
 //! `/admin/`.
 //!
 //! Invariants: only this module knows hyper; every error becomes a JSON
@@ -6,6 +7,8 @@
 //! through a size limit; slow clients are cut off by a header timeout.
 
 mod admin;
+mod durable;
+mod durable_views;
 mod error;
 mod triggers;
 
@@ -56,6 +59,7 @@ impl Default for HttpLimits {
 /// What every request handler can reach.
 pub(crate) struct HttpContext {
     pub(crate) registry: Arc<Registry>,
+    pub(crate) engine: Arc<crate::durable::Engine>,
     pub(crate) keys: Arc<Keys>,
     pub(crate) limits: HttpLimits,
     pub(crate) local_addr: SocketAddr,
@@ -120,6 +124,12 @@ async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
     let result = if let Some(rest) = path.strip_prefix("/api/") {
         let rest = rest.to_owned();
         triggers::handle(&ctx, req, &rest).await
+    } else if let Some(rest) = path
+        .strip_prefix(crate::durable::BASE_PATH)
+        .and_then(|rest| rest.strip_prefix('/'))
+    {
+        let rest = rest.to_owned();
+        durable::handle(&ctx, req, &rest).await
     } else if path == "/admin" || path.starts_with("/admin/") {
         admin::handle(&ctx, req).await
     } else {

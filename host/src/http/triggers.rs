@@ -111,7 +111,7 @@ pub(super) async fn handle(
 /// The URL the client used to reach us, for links in responses. Only a
 /// plain host[:port] from the `Host` header is trusted; anything else falls
 /// back to the listening address.
-fn base_url(headers: &http::HeaderMap, ctx: &HttpContext) -> String {
+pub(super) fn base_url(headers: &http::HeaderMap, ctx: &HttpContext) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

@@ -28,6 +28,8 @@ pub struct LoadedApp {
     pub name: String,
     pub path: PathBuf,
     pub digest: Digest,
+    /// The component's bytes, kept so that instances can pin this version.
+    pub bytes: Arc<[u8]>,
     pub loaded_at: SystemTime,
     pub description: AppDescription,
     pub code: AppCode,
@@ -198,6 +200,22 @@ impl Registry {
         outcome.unwrap_or_else(|e| SyncOutcome::Failed(e.to_string()))
     }
 
+    /// Compiles (or loads from the code cache) a component, on a blocking
+    /// thread.
+    pub async fn compile(
+        &self,
+        digest: Digest,
+        bytes: Arc<[u8]>,
+    ) -> Result<(AppCode, CacheOutcome), DeployError> {
+        let sandbox = self.sandbox.clone();
+        let cache = self.cache.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || sandbox.load(&cache, &digest, &bytes))
+                .await
+                .map_err(|e| DeployError::File(e.to_string()))??,
+        )
+    }
+
     async fn sync_locked(&self, name: &str, path: &Path) -> Result<SyncOutcome, DeployError> {
         let started = Instant::now();
         let file = path.to_path_buf();
@@ -226,12 +244,8 @@ impl Registry {
             }
             return Ok(SyncOutcome::Unchanged);
         }
-        let sandbox = self.sandbox.clone();
-        let cache = self.cache.clone();
-        let (code, cache_outcome) =
-            tokio::task::spawn_blocking(move || sandbox.load(&cache, &digest, &bytes))
-                .await
-                .map_err(|e| DeployError::File(e.to_string()))??;
+        let bytes: Arc<[u8]> = bytes.into();
+        let (code, cache_outcome) = self.compile(digest, bytes.clone()).await?;
         let raw = self
             .sandbox
             .describe(&code, name)
@@ -243,6 +257,7 @@ impl Registry {
             name: name.to_owned(),
             path: path.to_path_buf(),
             digest,
+            bytes,
             loaded_at: SystemTime::now(),
             description,
             code,

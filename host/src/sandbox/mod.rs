@@ -12,9 +12,11 @@
 //!   starve other requests on its worker thread.
 
 pub mod bindings;
+mod client;
 mod code_cache;
 mod guest_log;
 mod imports;
+mod orchestration;
 mod state;
 
 use std::sync::Arc;
@@ -29,10 +31,12 @@ use wasmtime::{
 };
 
 pub use code_cache::{CacheOutcome, CodeCache};
-pub use state::Caller;
+pub use state::{ActivityInfo, Caller};
 
 use bindings::{FunctionApp, FunctionAppPre, types};
-use state::InvocationState;
+use state::{InvocationState, Role};
+
+use crate::durable::session::Session;
 
 use crate::model::{AuthLevel, FunctionKind, RawFunction, RawTrigger};
 
@@ -218,7 +222,8 @@ impl From<types::Error> for GuestError {
     }
 }
 
-/// A compiled, linked app version, ready to instantiate.
+/// A compiled, linked app version, ready to instantiate. Cloning is cheap.
+#[derive(Clone)]
 pub struct AppCode {
     pre: FunctionAppPre<InvocationState>,
 }
@@ -255,6 +260,9 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<InvocationState>,
     limits: SandboxLimits,
+    /// The durable engine guests reach through the `client` interface; set
+    /// once it exists (it is built on top of this sandbox).
+    client: std::sync::OnceLock<std::sync::Weak<crate::durable::Engine>>,
     _ticker: EpochTicker,
 }
 
@@ -295,8 +303,12 @@ impl Sandbox {
             .table_keep_resident(KEEP_RESIDENT)
             .pagemap_scan(Enabled::Auto);
         let mut config = Config::new();
+        // Orchestrators replay: the same wasm must compute the same results
+        // on every run and every machine.
         config
             .wasm_component_model(true)
+            .cranelift_nan_canonicalization(true)
+            .relaxed_simd_deterministic(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(engine_error)?;
@@ -308,8 +320,14 @@ impl Sandbox {
             engine,
             linker,
             limits,
+            client: std::sync::OnceLock::new(),
             _ticker: ticker,
         })
+    }
+
+    /// Connects the durable engine that answers guests' `client` calls.
+    pub fn set_client(&self, engine: &Arc<crate::durable::Engine>) {
+        let _ = self.client.set(Arc::downgrade(engine));
     }
 
     pub fn engine(&self) -> &Engine {
@@ -337,14 +355,21 @@ impl Sandbox {
         Ok((AppCode { pre }, outcome))
     }
 
-    fn store(&self, caller: Caller) -> Store<InvocationState> {
-        let deadline = Instant::now() + self.limits.timeout;
-        let state = InvocationState::new(
+    fn store(&self, caller: Caller, role: Role) -> Store<InvocationState> {
+        // Orchestrators must not reach the client: its answers are not
+        // journaled, so a replay could not reproduce them.
+        let client = match role {
+            Role::Orchestrator(_) => None,
+            _ => self.client.get().and_then(std::sync::Weak::upgrade),
+        };
+        let mut state = InvocationState::new(
             caller,
+            role,
             self.limits.memory_bytes,
-            deadline,
+            self.limits.timeout,
             self.limits.log_bytes,
         );
+        state.client = client;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.memory);
         store.set_epoch_deadline(1);
@@ -361,13 +386,17 @@ impl Sandbox {
     }
 
     /// Instantiates `code` in a fresh store and runs `call` in it, mapping
-    /// every way it can fail to an [`InvocationError`].
+    /// every way it can fail to an [`InvocationError`]. `overall` bounds the
+    /// whole invocation, host calls included (orchestrators have none: they
+    /// wait for their work). Returns the store's data too.
     async fn invoke<R, F>(
         &self,
         code: &AppCode,
         caller: Caller,
+        role: Role,
+        overall: Option<Duration>,
         call: F,
-    ) -> Result<R, InvocationError>
+    ) -> (Result<R, InvocationError>, InvocationState)
     where
         F: for<'a> FnOnce(
             &'a FunctionApp,
@@ -376,17 +405,21 @@ impl Sandbox {
             Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
         >,
     {
-        let mut store = self.store(caller);
-        let outcome = tokio::time::timeout(self.limits.timeout, async {
+        let mut store = self.store(caller, role);
+        let run = async {
             let app = code.pre.instantiate_async(&mut store).await?;
             call(&app, &mut store).await
-        })
-        .await;
-        match outcome {
+        };
+        let outcome = match overall {
+            Some(limit) => tokio::time::timeout(limit, run).await,
+            None => Ok(run.await),
+        };
+        let result = match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(self.classify(&store, e)),
             Err(_elapsed) => Err(InvocationError::Timeout(self.limits.timeout)),
-        }
+        };
+        (result, store.into_data())
     }
 
     fn classify(&self, store: &Store<InvocationState>, e: wasmtime::Error) -> InvocationError {
@@ -428,10 +461,17 @@ impl Sandbox {
             kind: FunctionKind::Http,
         };
         let described = self
-            .invoke(code, caller, |app, store| {
-                Box::pin(async move { app.perdure_functions_app().call_describe(store).await })
-            })
-            .await?;
+            .invoke(
+                code,
+                caller,
+                Role::Plain,
+                Some(self.limits.timeout),
+                |app, store| {
+                    Box::pin(async move { app.perdure_functions_app().call_describe(store).await })
+                },
+            )
+            .await
+            .0?;
         Ok(described.functions.into_iter().map(raw_function).collect())
     }
 
@@ -444,15 +484,87 @@ impl Sandbox {
     ) -> Result<types::HttpResponse, InvocationError> {
         let function = caller.function.clone();
         let result = self
-            .invoke(code, caller, move |app, store| {
+            .invoke(
+                code,
+                caller,
+                Role::Plain,
+                Some(self.limits.timeout),
+                move |app, store| {
+                    Box::pin(async move {
+                        app.perdure_functions_app()
+                            .call_handle_http(store, &function, &request)
+                            .await
+                    })
+                },
+            )
+            .await
+            .0?;
+        result.map_err(|e| InvocationError::Guest(e.into()))
+    }
+
+    /// Runs an orchestrator from the start; its session answers the
+    /// durable calls (from the journal, then live). Returns the session
+    /// with the outcome, so the engine can record how the run ended.
+    pub(crate) async fn run_orchestrator(
+        &self,
+        code: &AppCode,
+        session: Session,
+    ) -> (
+        Result<Result<String, GuestError>, InvocationError>,
+        Option<Session>,
+    ) {
+        let caller = Caller {
+            app: session.record.app.as_str().into(),
+            function: session.record.name.as_str().into(),
+            kind: FunctionKind::Orchestrator,
+        };
+        let function = session.record.name.clone();
+        let instance_id = session.id().to_string();
+        let input = session.record.input.clone();
+        let role = Role::Orchestrator(Box::new(session));
+        let (result, state) = self
+            .invoke(code, caller, role, None, move |app, store| {
                 Box::pin(async move {
                     app.perdure_functions_app()
-                        .call_handle_http(store, &function, &request)
+                        .call_run_orchestrator(store, &function, &instance_id, &input)
                         .await
                 })
             })
-            .await?;
-        result.map_err(|e| InvocationError::Guest(e.into()))
+            .await;
+        let session = match state.role {
+            Role::Orchestrator(session) => Some(*session),
+            _ => None,
+        };
+        (result.map(|r| r.map_err(GuestError::from)), session)
+    }
+
+    /// Runs an activity once.
+    pub async fn run_activity(
+        &self,
+        code: &AppCode,
+        caller: Caller,
+        info: ActivityInfo,
+        input: &str,
+    ) -> Result<Result<String, GuestError>, InvocationError> {
+        let function = caller.function.clone();
+        let input = input.to_owned();
+        let role = Role::Activity(info);
+        let (result, _) = self
+            .invoke(
+                code,
+                caller,
+                role,
+                Some(self.limits.timeout),
+                move |app, store| {
+                    Box::pin(async move {
+                        app.perdure_functions_app()
+                            .call_run_activity(store, &function, &input)
+                            .await
+                    })
+                },
+            )
+            .await;
+        result.map(|r| r.map_err(GuestError::from))
     }
 }
 

@@ -2,14 +2,18 @@
 //! its memory cap, its deadline, and who is running.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-use std::time::Instant;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{
+    Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView,
+    WasiView,
+};
 
 use super::guest_log::{GuestOutput, LogTag};
+use crate::durable::session::Session;
 use crate::model::FunctionKind;
 
 /// Caps linear memory and table growth of one store. Growing past the cap
@@ -60,14 +64,85 @@ pub struct Caller {
     pub kind: FunctionKind,
 }
 
+/// What an activity knows about the call that scheduled it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityInfo {
+    pub name: String,
+    pub instance_id: String,
+    pub idempotency_key: String,
+    pub attempt: u32,
+}
+
+/// What the durable interfaces answer for this invocation.
+pub(crate) enum Role {
+    /// HTTP functions and `describe`.
+    Plain,
+    Orchestrator(Box<Session>),
+    Activity(ActivityInfo),
+}
+
 /// The store data of one invocation.
 pub(crate) struct InvocationState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) memory: MemoryCap,
     pub(crate) caller: Caller,
+    pub(crate) role: Role,
+    /// The durable engine, for the `client` interface.
+    pub(crate) client: Option<Arc<crate::durable::Engine>>,
+    /// Wall-clock limit of guest execution; for orchestrators it restarts
+    /// whenever a blocking host call returns.
+    pub(crate) time_limit: Duration,
     pub(crate) deadline: Instant,
     pub(crate) timed_out: bool,
+}
+
+/// An orchestrator's wall clock: its journaled orchestration time.
+struct OrchestrationClock(Arc<AtomicI64>);
+
+impl OrchestrationClock {
+    fn nanos(&self) -> u64 {
+        (self.0.load(Ordering::Relaxed).max(0) as u64).saturating_mul(1_000_000)
+    }
+}
+
+impl HostWallClock for OrchestrationClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.nanos())
+    }
+}
+
+impl HostMonotonicClock for OrchestrationClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+
+    fn now(&self) -> u64 {
+        self.nanos()
+    }
+}
+
+/// Bytes of the deterministic random cycle an orchestrator reads.
+const SEED_BYTES: usize = 4096;
+
+/// Randomness derived from the instance id: the same in every replay.
+fn instance_seed(instance: &str) -> Vec<u8> {
+    use sha2::{Digest as _, Sha256};
+    let mut bytes = Vec::with_capacity(SEED_BYTES);
+    let mut block = 0u64;
+    while bytes.len() < SEED_BYTES {
+        let mut hash = Sha256::new();
+        hash.update(b"perdure-random:");
+        hash.update(instance.as_bytes());
+        hash.update(block.to_le_bytes());
+        bytes.extend_from_slice(&hash.finalize());
+        block += 1;
+    }
+    bytes
 }
 
 impl InvocationState {
@@ -76,8 +151,9 @@ impl InvocationState {
     /// stderr go to the host log, within `log_budget` bytes.
     pub(crate) fn new(
         caller: Caller,
+        role: Role,
         max_memory: usize,
-        deadline: Instant,
+        time_limit: Duration,
         log_budget: usize,
     ) -> Self {
         let tag = LogTag {
@@ -85,22 +161,36 @@ impl InvocationState {
             function: caller.function.clone(),
         };
         let budget = Arc::new(AtomicUsize::new(log_budget));
-        let wasi = WasiCtxBuilder::new()
-            .stdout(GuestOutput::new(tag.clone(), "stdout", budget.clone()))
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(GuestOutput::new(tag.clone(), "stdout", budget.clone()))
             .stderr(GuestOutput::new(tag, "stderr", budget))
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        if let Role::Orchestrator(session) = &role {
+            // Replays must see the same time and the same random numbers
+            // (HashMap seeds included) as the first run.
+            let seed = instance_seed(session.id().as_str());
+            wasi.wall_clock(OrchestrationClock(session.clock()))
+                .monotonic_clock(OrchestrationClock(session.clock()))
+                .secure_random(Deterministic::new(seed.clone()))
+                .insecure_random(Deterministic::new(seed.iter().rev().copied().collect()))
+                .insecure_random_seed(u128::from_le_bytes(
+                    seed[..16].try_into().unwrap_or_default(),
+                ));
+        }
         Self {
-            wasi,
+            wasi: wasi.build(),
             table: ResourceTable::new(),
             memory: MemoryCap {
                 max_bytes: max_memory,
                 exceeded: false,
             },
             caller,
-            deadline,
+            role,
+            client: None,
+            time_limit,
+            deadline: Instant::now() + time_limit,
             timed_out: false,
         }
     }

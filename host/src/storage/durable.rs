@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::sqlite::SqliteStorage;
 use super::{ChangeOutcome, CreateOutcome, DurableStorage, EventOutcome, StorageFuture};
 use crate::durable::model::{
-    Episode, InboxBody, InboxMessage, InstanceFilter, InstanceId, InstancePage, InstanceRecord,
-    JournalEntry, RuntimeStatus, TaskOutcome, WorkItem,
+    Episode, History, InboxBody, InboxMessage, InstanceFilter, InstanceId, InstancePage,
+    InstanceRecord, JournalEntry, RuntimeStatus, TaskOutcome, WorkItem,
 };
 use crate::sandbox::GuestError;
 use crate::time::now_ms;
@@ -71,6 +71,7 @@ fn inbox_from_row(row: &Row<'_>) -> rusqlite::Result<InboxMessage> {
     let name: Option<String> = row.get(3)?;
     let ok: bool = row.get(4)?;
     let payload: String = row.get(5)?;
+    let at_ms: i64 = row.get(6)?;
     let body = match (kind.as_str(), task_id) {
         ("task", Some(task_id)) => InboxBody::TaskCompleted {
             task_id: task_id as u64,
@@ -86,7 +87,11 @@ fn inbox_from_row(row: &Row<'_>) -> rusqlite::Result<InboxMessage> {
         },
         _ => return Err(bad_value("inbox kind", &kind)),
     };
-    Ok(InboxMessage { arrival, body })
+    Ok(InboxMessage {
+        arrival,
+        at_ms,
+        body,
+    })
 }
 
 fn work_from_row(row: &Row<'_>) -> rusqlite::Result<WorkItem> {
@@ -271,10 +276,7 @@ impl DurableStorage for SqliteStorage {
         }))
     }
 
-    fn history(
-        &self,
-        id: &InstanceId,
-    ) -> StorageFuture<'_, Option<(InstanceRecord, Vec<JournalEntry>, Vec<InboxMessage>)>> {
+    fn history(&self, id: &InstanceId) -> StorageFuture<'_, Option<History>> {
         let id = id.clone();
         Box::pin(self.read(move |conn| {
             let Some(record) = load_instance(conn, id.as_str())? else {
@@ -295,12 +297,16 @@ impl DurableStorage for SqliteStorage {
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             let mut stmt = conn.prepare_cached(
-                "SELECT arrival, kind, task_id, name, ok, payload FROM inbox WHERE instance_id = ?1 ORDER BY arrival",
+                "SELECT arrival, kind, task_id, name, ok, payload, at_ms FROM inbox WHERE instance_id = ?1 ORDER BY arrival",
             )?;
             let inbox = stmt
                 .query_map([id.as_str()], inbox_from_row)?
                 .collect::<rusqlite::Result<_>>()?;
-            Ok(Some((record, journal, inbox)))
+            Ok(Some(History {
+                record,
+                journal,
+                inbox,
+            }))
         }))
     }
 
@@ -355,12 +361,20 @@ impl DurableStorage for SqliteStorage {
                 });
             }
             let status = &episode.status;
+            // A suspension made while the episode ran outlives it.
+            let new_status = if record.status == RuntimeStatus::Suspended
+                && status.status == RuntimeStatus::Running
+            {
+                RuntimeStatus::Suspended
+            } else {
+                status.status
+            };
             conn.prepare_cached(
                 "UPDATE instances SET status = ?2, output = ?3, custom_status = ?4, updated_ms = ?5 WHERE id = ?1",
             )?
             .execute(params![
                 id,
-                status.status.as_str(),
+                new_status.as_str(),
                 status.output,
                 status.custom_status,
                 now
@@ -390,12 +404,14 @@ impl DurableStorage for SqliteStorage {
                 return Ok(None);
             }
             let (ok, payload) = outcome_columns(&outcome);
+            let at_ms = now_ms();
             conn.prepare_cached(
                 "INSERT INTO inbox (instance_id, kind, task_id, ok, payload, at_ms) VALUES (?1, 'task', ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![instance.as_str(), task_id as i64, ok, payload, now_ms()])?;
+            .execute(params![instance.as_str(), task_id as i64, ok, payload, at_ms])?;
             Ok(Some(InboxMessage {
                 arrival: conn.last_insert_rowid(),
+                at_ms,
                 body: InboxBody::TaskCompleted { task_id, outcome },
             }))
         }))
@@ -415,12 +431,14 @@ impl DurableStorage for SqliteStorage {
             if record.status.is_finished() {
                 return Ok(EventOutcome::Finished(record.status));
             }
+            let at_ms = now_ms();
             conn.prepare_cached(
                 "INSERT INTO inbox (instance_id, kind, name, ok, payload, at_ms) VALUES (?1, 'event', ?2, 1, ?3, ?4)",
             )?
-            .execute(params![id.as_str(), name, data, now_ms()])?;
+            .execute(params![id.as_str(), name, data, at_ms])?;
             Ok(EventOutcome::Delivered(InboxMessage {
                 arrival: conn.last_insert_rowid(),
+                at_ms,
                 body: InboxBody::Event { name, data },
             }))
         }))
@@ -444,11 +462,41 @@ impl DurableStorage for SqliteStorage {
         }))
     }
 
-    fn purge(&self, id: &InstanceId) -> StorageFuture<'_, bool> {
+    fn set_suspended(&self, id: &InstanceId, suspended: bool) -> StorageFuture<'_, ChangeOutcome> {
         let id = id.clone();
         Box::pin(self.write(move |conn| {
-            conn.execute("DELETE FROM instances WHERE id = ?1", [id.as_str()])
-                .map(|n| n > 0)
+            let Some(record) = load_instance(conn, id.as_str())? else {
+                return Ok(ChangeOutcome::NotFound);
+            };
+            if record.status.is_finished() {
+                return Ok(ChangeOutcome::Finished(record.status));
+            }
+            let (from, to): (&[&str], &str) = if suspended {
+                (&["Pending", "Running"], "Suspended")
+            } else {
+                (&["Suspended"], "Running")
+            };
+            if from.contains(&record.status.as_str()) {
+                conn.execute(
+                    "UPDATE instances SET status = ?2, updated_ms = ?3 WHERE id = ?1",
+                    params![id.as_str(), to, now_ms()],
+                )?;
+            }
+            Ok(ChangeOutcome::Done)
+        }))
+    }
+
+    fn purge(&self, id: &InstanceId) -> StorageFuture<'_, ChangeOutcome> {
+        let id = id.clone();
+        Box::pin(self.write(move |conn| {
+            let Some(record) = load_instance(conn, id.as_str())? else {
+                return Ok(ChangeOutcome::NotFound);
+            };
+            if !record.status.is_finished() {
+                return Ok(ChangeOutcome::NotFinished(record.status));
+            }
+            conn.execute("DELETE FROM instances WHERE id = ?1", [id.as_str()])?;
+            Ok(ChangeOutcome::Done)
         }))
     }
 

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::durable::model::{
-    Episode, InboxMessage, InstanceFilter, InstanceId, InstancePage, InstanceRecord, JournalEntry,
+    Episode, History, InboxMessage, InstanceFilter, InstanceId, InstancePage, InstanceRecord,
     RuntimeStatus, TaskOutcome, WorkItem,
 };
 
@@ -93,7 +93,10 @@ pub enum EventOutcome {
 pub enum ChangeOutcome {
     Done,
     NotFound,
+    /// The operation needs an unfinished instance; this one has finished.
     Finished(RuntimeStatus),
+    /// The operation needs a finished instance; this one has not.
+    NotFinished(RuntimeStatus),
 }
 
 /// What the durable engine keeps: instances, their journals and inboxes,
@@ -118,10 +121,7 @@ pub trait DurableStorage: Send + Sync + 'static {
     ) -> StorageFuture<'_, InstancePage>;
 
     /// An instance with its journal and inbox, for replay.
-    fn history(
-        &self,
-        id: &InstanceId,
-    ) -> StorageFuture<'_, Option<(InstanceRecord, Vec<JournalEntry>, Vec<InboxMessage>)>>;
+    fn history(&self, id: &InstanceId) -> StorageFuture<'_, Option<History>>;
 
     /// Commits an episode; returns the work items it created, leased.
     /// Dropped (returns none) if the instance finished or was purged
@@ -148,8 +148,13 @@ pub trait DurableStorage: Send + Sync + 'static {
     /// pending work.
     fn terminate(&self, id: &InstanceId, output: String) -> StorageFuture<'_, ChangeOutcome>;
 
-    /// Deletes an instance and everything it owns; false if there was none.
-    fn purge(&self, id: &InstanceId) -> StorageFuture<'_, bool>;
+    /// Suspends a pending or running instance (`true`), or resumes a
+    /// suspended one (`false`). Suspending a suspended instance, or resuming
+    /// one that is not suspended, changes nothing and is `Done`.
+    fn set_suspended(&self, id: &InstanceId, suspended: bool) -> StorageFuture<'_, ChangeOutcome>;
+
+    /// Deletes a finished instance and everything it owns.
+    fn purge(&self, id: &InstanceId) -> StorageFuture<'_, ChangeOutcome>;
 
     /// Deletes the finished instances the filter selects; returns how many.
     fn purge_many(&self, filter: InstanceFilter) -> StorageFuture<'_, u64>;

@@ -1,0 +1,472 @@
+//! The engine: starts instances, runs each unfinished one in at most one
+//! session at a time, dispatches the activities they schedule, and feeds
+//! completions back.
+//!
+//! Invariants:
+//! - An instance has a mailbox in `hot` exactly while one task runs it;
+//!   whoever finds no mailbox starts that task ([`Shared::deliver`]).
+//! - A session leaves `hot` only under the map's lock and with an empty
+//!   mailbox, so no message is stranded.
+//! - Work items are dispatched only after the commit that created (or
+//!   leased) them; an activity's outcome is committed before its instance
+//!   hears of it.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+
+use super::model::{History, InboxMessage, InstanceId, RuntimeStatus, TaskOutcome, WorkItem};
+use super::session::{Fault, Session};
+use crate::model::{Digest, FunctionKind};
+use crate::registry::Registry;
+use crate::sandbox::{ActivityInfo, AppCode, Caller, GuestError, InvocationError};
+use crate::storage::DurableStorage;
+
+/// How the engine behaves; defaults suit one machine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// A waiting instance stays in memory this long before it is evicted.
+    pub idle_eviction: Duration,
+    /// Instances kept in memory while waiting; past this, a waiting
+    /// instance is evicted at once.
+    pub max_hot_instances: usize,
+    /// Activities running at once.
+    pub max_activities: usize,
+    /// How long a dispatched activity is leased before another attempt may
+    /// take it.
+    pub activity_lease: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            idle_eviction: Duration::from_secs(30),
+            max_hot_instances: 400,
+            max_activities: cores * 8,
+            activity_lease: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What reaches a running session.
+#[derive(Debug, Clone)]
+pub(crate) enum Signal {
+    Message(InboxMessage),
+    /// Something changed (e.g. the instance was created): look again.
+    Wake,
+    /// A client suspended (`true`) or resumed (`false`) the instance.
+    Suspend(bool),
+    /// The instance was terminated: the session ends without writing.
+    Cancel,
+}
+
+/// The engine's state, shared by its tasks.
+pub(crate) struct Shared {
+    storage: Arc<dyn DurableStorage>,
+    registry: Arc<Registry>,
+    config: EngineConfig,
+    hot: Mutex<HashMap<InstanceId, mpsc::UnboundedSender<Signal>>>,
+    /// Sandbox slots for orchestrators: a session holds one while its guest
+    /// is instantiated (running or waiting in memory).
+    session_slots: Arc<Semaphore>,
+    /// Notified when a session waits for a slot: one idle session leaves.
+    pressure: tokio::sync::Notify,
+    activity_slots: Arc<Semaphore>,
+    /// Work items queued or running in this process.
+    in_flight: Mutex<HashSet<i64>>,
+    /// Digests known to be in the components table.
+    stored_digests: Mutex<HashSet<String>>,
+    /// Versions that are no longer the current file of their app.
+    versions: Mutex<HashMap<String, AppCode>>,
+    /// Counts instances that finished; waiters for completion watch it.
+    finished: tokio::sync::watch::Sender<u64>,
+    pub(crate) stopping: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn new(
+        storage: Arc<dyn DurableStorage>,
+        registry: Arc<Registry>,
+        config: EngineConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            storage,
+            registry,
+            activity_slots: Arc::new(Semaphore::new(config.max_activities.max(1))),
+            session_slots: Arc::new(Semaphore::new(config.max_hot_instances.max(1))),
+            pressure: tokio::sync::Notify::new(),
+            config,
+            hot: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashSet::new()),
+            stored_digests: Mutex::new(HashSet::new()),
+            versions: Mutex::new(HashMap::new()),
+            finished: tokio::sync::watch::Sender::new(0),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Stops every session (their mailboxes close) and activity.
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        lock(&self.hot).clear();
+        self.activity_slots.close();
+        self.session_slots.close();
+    }
+
+    /// A sandbox slot for a session; asks idle sessions to leave until one
+    /// is free. `None` once the engine stops.
+    async fn session_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        loop {
+            match self.session_slots.clone().try_acquire_owned() {
+                Ok(permit) => return Some(permit),
+                Err(tokio::sync::TryAcquireError::Closed) => return None,
+                Err(tokio::sync::TryAcquireError::NoPermits) => {}
+            }
+            self.pressure.notify_one();
+            tokio::select! {
+                permit = self.session_slots.clone().acquire_owned() => return permit.ok(),
+                () = tokio::time::sleep(PRESSURE_RETRY) => {}
+            }
+        }
+    }
+
+    /// Resolves when another session needs this one's slot.
+    pub(crate) async fn under_pressure(&self) {
+        self.pressure.notified().await;
+    }
+
+    pub(crate) fn storage(&self) -> &Arc<dyn DurableStorage> {
+        &self.storage
+    }
+
+    pub(crate) fn lease_ms(&self) -> i64 {
+        i64::try_from(self.config.activity_lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// How long a waiting session may idle before it tries to leave.
+    pub(crate) fn idle_limit(&self) -> Duration {
+        self.config.idle_eviction
+    }
+
+    /// Removes `id` from memory unless a message is waiting (which is then
+    /// handed back through the mailbox's own queue). True if it left.
+    pub(crate) fn try_evict(
+        &self,
+        id: &InstanceId,
+        mailbox: &mut mpsc::UnboundedReceiver<Signal>,
+    ) -> bool {
+        let mut hot = lock(&self.hot);
+        if !mailbox.is_empty() {
+            return false;
+        }
+        hot.remove(id);
+        true
+    }
+
+    /// Tells completion waiters that some instance finished.
+    pub(crate) fn announce_finished(&self) {
+        self.finished.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever an instance finishes.
+    pub(crate) fn finished_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.finished.subscribe()
+    }
+
+    /// Sends `signal` to the instance's session if one runs.
+    pub(crate) fn notify_if_hot(&self, id: &InstanceId, signal: Signal) {
+        if let Some(mailbox) = lock(&self.hot).get(id) {
+            let _ = mailbox.send(signal);
+        }
+    }
+
+    /// Sends `signal` to the instance's session, starting one if none runs.
+    pub(crate) fn deliver(self: &Arc<Self>, id: &InstanceId, signal: Signal) {
+        if self.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut hot = lock(&self.hot);
+        if let Some(mailbox) = hot.get(id)
+            && mailbox.send(signal.clone()).is_ok()
+        {
+            return;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(signal);
+        hot.insert(id.clone(), tx);
+        drop(hot);
+        tokio::spawn(run_instance(self.clone(), id.clone(), rx));
+    }
+
+    /// Runs committed work items (each at most once at a time here).
+    pub(crate) fn dispatch(self: &Arc<Self>, items: Vec<WorkItem>) {
+        if items.is_empty() || self.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut in_flight = lock(&self.in_flight);
+        for item in items {
+            if in_flight.insert(item.id) {
+                tokio::spawn(run_activity(self.clone(), item));
+            }
+        }
+    }
+
+    /// The code of an app version: the loaded one if current, else compiled
+    /// from the stored bytes (and kept).
+    pub(crate) async fn code_for(&self, app: &str, digest: &str) -> Result<AppCode, GuestError> {
+        let snapshot = self.registry.snapshot();
+        if let Some(loaded) = snapshot.apps.get(app)
+            && loaded.digest.hex() == digest
+        {
+            return Ok(loaded.code.clone());
+        }
+        if let Some(code) = lock(&self.versions).get(digest) {
+            return Ok(code.clone());
+        }
+        let parsed =
+            Digest::from_str(digest).map_err(|e| GuestError::new("internal", e.to_string()))?;
+        let bytes = self
+            .storage
+            .component(digest)
+            .await
+            .map_err(|e| GuestError::new("internal", e.to_string()))?
+            .ok_or_else(|| {
+                GuestError::new(
+                    "not-found",
+                    format!("version {digest} of app {app} is no longer stored"),
+                )
+            })?;
+        let (code, _) = self
+            .registry
+            .compile(parsed, bytes.into())
+            .await
+            .map_err(|e| GuestError::new("internal", e.to_string()))?;
+        lock(&self.versions).insert(digest.to_owned(), code.clone());
+        Ok(code)
+    }
+
+    /// Stores a version's bytes once per process.
+    pub(crate) async fn keep_version(
+        &self,
+        digest: String,
+        bytes: Arc<[u8]>,
+    ) -> Result<(), crate::storage::StorageError> {
+        if lock(&self.stored_digests).contains(&digest) {
+            return Ok(());
+        }
+        self.storage.put_component(digest.clone(), bytes).await?;
+        lock(&self.stored_digests).insert(digest);
+        Ok(())
+    }
+}
+
+/// Runs an instance until it finishes, is evicted, or the host stops.
+async fn run_instance(
+    shared: Arc<Shared>,
+    id: InstanceId,
+    mut mailbox: mpsc::UnboundedReceiver<Signal>,
+) {
+    loop {
+        let history = match shared.storage.history(&id).await {
+            Ok(history) => history,
+            Err(e) => {
+                tracing::error!(instance = %id, "cannot load the instance: {e}");
+                leave(&shared, &id, &mut mailbox);
+                return;
+            }
+        };
+        let Some(History {
+            record,
+            journal,
+            inbox,
+        }) = history
+        else {
+            if leave(&shared, &id, &mut mailbox) {
+                return;
+            }
+            continue;
+        };
+        if record.status.is_finished() {
+            if leave(&shared, &id, &mut mailbox) {
+                return;
+            }
+            continue;
+        }
+        // Signals already queued may repeat what the history holds; the
+        // session ignores messages it has seen (by arrival).
+        let code = match shared.code_for(&record.app, &record.digest).await {
+            Ok(code) => code,
+            Err(e) => {
+                let mut session = Session::new(record, journal, inbox, mailbox, shared.clone());
+                let _ = session.commit(Some(failed(&e))).await;
+                mailbox = session.into_mailbox();
+                continue;
+            }
+        };
+        let Some(_slot) = shared.session_slot().await else {
+            return;
+        };
+        let session = Session::new(record, journal, inbox, mailbox, shared.clone());
+        let (result, session) = shared
+            .registry
+            .sandbox()
+            .run_orchestrator(&code, session)
+            .await;
+        let Some(mut session) = session else {
+            tracing::error!(instance = %id, "the orchestrator's session was lost");
+            lock(&shared.hot).remove(&id);
+            return;
+        };
+        match session.take_fault() {
+            Some(Fault::Evicted) => return,
+            Some(Fault::Stopped) => return,
+            Some(Fault::Cancelled) => {
+                mailbox = session.into_mailbox();
+                if leave(&shared, &id, &mut mailbox) {
+                    return;
+                }
+                continue;
+            }
+            None if matches!(result, Err(InvocationError::Overloaded)) => {
+                // Every sandbox slot is taken by other work: try again
+                // shortly rather than fail the instance.
+                mailbox = session.into_mailbox();
+                tokio::time::sleep(OVERLOAD_BACKOFF).await;
+                continue;
+            }
+            Some(Fault::Storage(e)) => {
+                tracing::error!(instance = %id, "instance stopped on a storage error: {e}");
+                lock(&shared.hot).remove(&id);
+                return;
+            }
+            Some(fault) => {
+                let error = fault_error(&fault);
+                tracing::warn!(instance = %id, "instance failed: {}", error.message);
+                let _ = session.commit(Some(failed(&error))).await;
+            }
+            None => {
+                let end = match result {
+                    Ok(Ok(output)) => match session.finish_replay() {
+                        Ok(()) => (RuntimeStatus::Completed, output),
+                        Err(fault) => failed(&fault_error(&fault)),
+                    },
+                    Ok(Err(error)) => failed(&error),
+                    Err(e) => failed(&invocation_error(&e)),
+                };
+                if let Err(e) = session.commit(Some(end)).await {
+                    tracing::error!(instance = %id, "cannot record the instance's end: {e}");
+                }
+            }
+        }
+        mailbox = session.into_mailbox();
+    }
+}
+
+/// Leaves `hot` if nothing is waiting; false if a signal came meanwhile.
+fn leave(shared: &Shared, id: &InstanceId, mailbox: &mut mpsc::UnboundedReceiver<Signal>) -> bool {
+    let mut hot = lock(&shared.hot);
+    let mut woken = false;
+    while let Ok(signal) = mailbox.try_recv() {
+        woken |= matches!(signal, Signal::Wake);
+    }
+    if woken {
+        return false;
+    }
+    hot.remove(id);
+    true
+}
+
+fn failed(error: &GuestError) -> (RuntimeStatus, String) {
+    (
+        RuntimeStatus::Failed,
+        serde_json::to_string(error).unwrap_or_else(|_| "{}".into()),
+    )
+}
+
+fn fault_error(fault: &Fault) -> GuestError {
+    let mut error = match fault {
+        Fault::Nondeterminism { .. } => GuestError::new("nondeterminism", fault.to_string()),
+        _ => GuestError::new("failed-precondition", fault.to_string()),
+    };
+    if let Fault::Nondeterminism { seq, recorded, new } = fault {
+        error.details = Some(serde_json::json!({ "seq": seq, "recorded": recorded, "new": new }));
+    }
+    error
+}
+
+/// How a sandbox failure reads as a task or instance error.
+pub(crate) fn invocation_error(e: &InvocationError) -> GuestError {
+    match e {
+        InvocationError::Guest(error) => error.clone(),
+        InvocationError::Timeout(_) => GuestError::new("timeout", e.to_string()),
+        InvocationError::MemoryExhausted(_) | InvocationError::Overloaded => {
+            GuestError::new("resource-exhausted", e.to_string())
+        }
+        InvocationError::Trapped(_) => GuestError::new("trapped", e.to_string()),
+    }
+}
+
+/// Runs one work item and commits its outcome.
+async fn run_activity(shared: Arc<Shared>, item: WorkItem) {
+    let outcome = match shared.activity_slots.clone().acquire_owned().await {
+        Ok(_permit) => execute_activity(&shared, &item).await,
+        Err(_closed) => return,
+    };
+    match shared.storage.complete_work(&item, outcome).await {
+        Ok(Some(message)) => shared.deliver(&item.instance_id, Signal::Message(message)),
+        Ok(None) => tracing::debug!(item = item.id, "duplicate activity completion ignored"),
+        Err(e) => tracing::error!(
+            item = item.id,
+            "cannot record an activity's outcome (it runs again when its lease expires): {e}"
+        ),
+    }
+    lock(&shared.in_flight).remove(&item.id);
+}
+
+/// Pause before retrying work that found every sandbox slot busy.
+const OVERLOAD_BACKOFF: Duration = Duration::from_millis(20);
+
+/// How often a session waiting for a slot asks idle sessions again.
+const PRESSURE_RETRY: Duration = Duration::from_millis(10);
+
+async fn execute_activity(shared: &Shared, item: &WorkItem) -> TaskOutcome {
+    let code = shared.code_for(&item.app, &item.digest).await?;
+    let info = ActivityInfo {
+        name: item.name.clone(),
+        instance_id: item.instance_id.to_string(),
+        idempotency_key: item.idempotency_key(),
+        attempt: item.attempt,
+    };
+    loop {
+        let caller = Caller {
+            app: item.app.as_str().into(),
+            function: item.name.as_str().into(),
+            kind: FunctionKind::Activity,
+        };
+        match shared
+            .registry
+            .sandbox()
+            .run_activity(&code, caller, info.clone(), &item.input)
+            .await
+        {
+            Ok(outcome) => return outcome,
+            Err(InvocationError::Overloaded) if !shared.stopping.load(Ordering::Relaxed) => {
+                tokio::time::sleep(OVERLOAD_BACKOFF).await;
+            }
+            Err(e) => return Err(invocation_error(&e)),
+        }
+    }
+}

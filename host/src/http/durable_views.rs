@@ -1,0 +1,211 @@
+//! JSON views of durable instances for the management API, shaped like
+//! Azure Durable Functions' (`runtimeStatus`, `createdTime`,
+//! `historyEvents` with `EventType`, ...), and the parsing of its query
+//! parameters.
+
+use serde_json::{Map, Value, json};
+
+use super::ApiError;
+use crate::durable::journal;
+use crate::durable::model::{
+    InboxBody, InboxMessage, InstanceFilter, InstanceRecord, JournalEntry, RuntimeStatus,
+};
+use crate::time::rfc3339_ms;
+
+/// JSON text as stored, as a value; text that does not parse (it always
+/// should) is shown as a string rather than lost.
+pub(super) fn json_value(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+fn optional_json(text: Option<&str>) -> Value {
+    text.map(json_value).unwrap_or(Value::Null)
+}
+
+/// What the status route shows.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StatusOptions {
+    pub(super) show_input: bool,
+    pub(super) show_history: bool,
+    pub(super) show_history_output: bool,
+}
+
+/// `{name, instanceId, runtimeStatus, input, customStatus, output,
+/// createdTime, lastUpdatedTime}`.
+pub(super) fn status_view(record: &InstanceRecord, show_input: bool) -> Value {
+    let mut view = Map::new();
+    view.insert("name".into(), json!(record.name));
+    view.insert("instanceId".into(), json!(record.id));
+    view.insert("runtimeStatus".into(), json!(record.status.as_str()));
+    if show_input {
+        view.insert("input".into(), json_value(&record.input));
+    }
+    view.insert(
+        "customStatus".into(),
+        optional_json(record.custom_status.as_deref()),
+    );
+    view.insert("output".into(), optional_json(record.output.as_deref()));
+    view.insert("createdTime".into(), json!(rfc3339_ms(record.created_ms)));
+    view.insert(
+        "lastUpdatedTime".into(),
+        json!(rfc3339_ms(record.updated_ms)),
+    );
+    if let Some(parent) = &record.parent_id {
+        view.insert("parentInstanceId".into(), json!(parent));
+    }
+    Value::Object(view)
+}
+
+/// The instance's history as events in time order: the start, every
+/// scheduled task, every completion and external event, and the end.
+pub(super) fn history_view(
+    record: &InstanceRecord,
+    entries: &[JournalEntry],
+    inbox: &[InboxMessage],
+    with_output: bool,
+) -> Vec<Value> {
+    let mut events: Vec<(i64, Value)> = Vec::new();
+    let mut started = json!({
+        "EventType": "ExecutionStarted",
+        "Timestamp": rfc3339_ms(record.created_ms),
+        "FunctionName": record.name,
+    });
+    if with_output {
+        started["Input"] = json_value(&record.input);
+    }
+    events.push((record.created_ms, started));
+    for entry in entries {
+        if entry.kind != journal::kind::SCHEDULE_ACTIVITY {
+            continue;
+        }
+        let request = json_value(&entry.request);
+        events.push((
+            entry.at_ms,
+            json!({
+                "EventType": "TaskScheduled",
+                "Timestamp": rfc3339_ms(entry.at_ms),
+                "Name": request["name"],
+                "TaskScheduledId": entry.seq,
+            }),
+        ));
+    }
+    for message in inbox {
+        let mut event = match &message.body {
+            InboxBody::TaskCompleted { task_id, outcome } => {
+                let mut event = json!({
+                    "EventType": if outcome.is_ok() { "TaskCompleted" } else { "TaskFailed" },
+                    "TaskScheduledId": task_id,
+                });
+                if with_output {
+                    match outcome {
+                        Ok(output) => event["Result"] = json_value(output),
+                        Err(error) => event["Failure"] = json!(error),
+                    }
+                }
+                event
+            }
+            InboxBody::Event { name, data } => {
+                let mut event = json!({ "EventType": "EventRaised", "Name": name });
+                if with_output {
+                    event["Input"] = json_value(data);
+                }
+                event
+            }
+        };
+        event["Timestamp"] = json!(rfc3339_ms(message.at_ms));
+        events.push((message.at_ms, event));
+    }
+    if record.status.is_finished() {
+        let mut end = json!({
+            "EventType": "ExecutionCompleted",
+            "OrchestrationStatus": record.status.as_str(),
+            "Timestamp": rfc3339_ms(record.updated_ms),
+        });
+        if with_output {
+            end["Result"] = optional_json(record.output.as_deref());
+        }
+        events.push((record.updated_ms, end));
+    }
+    // Stable: events of the same millisecond keep their causal order.
+    events.sort_by_key(|(at, _)| *at);
+    events.into_iter().map(|(_, event)| event).collect()
+}
+
+/// A boolean query parameter (`true`/`false`, any case); absent is
+/// `default`.
+pub(super) fn flag(
+    query: &[(String, String)],
+    name: &str,
+    default: bool,
+) -> Result<bool, ApiError> {
+    match param(query, name) {
+        None => Ok(default),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(ApiError::bad_request(format!(
+            "{name} must be true or false, not {v:?}"
+        ))),
+    }
+}
+
+pub(super) fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// A timestamp such as `2026-01-31T12:00:00Z`, as ms since the epoch.
+fn time_param(query: &[(String, String)], name: &str) -> Result<Option<i64>, ApiError> {
+    let Some(text) = param(query, name) else {
+        return Ok(None);
+    };
+    let time = humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{name} must be an ISO 8601 UTC time such as 2026-01-31T12:00:00Z, not {text:?}: {e}"
+        ))
+    })?;
+    let ms = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    Ok(Some(ms))
+}
+
+/// The filter of the list and bulk purge routes: `runtimeStatus=a,b`,
+/// `createdTimeFrom`, `createdTimeTo`, `instanceIdPrefix`.
+pub(super) fn instance_filter(query: &[(String, String)]) -> Result<InstanceFilter, ApiError> {
+    let mut statuses = Vec::new();
+    if let Some(list) = param(query, "runtimeStatus") {
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let status = RuntimeStatus::parse(name).ok_or_else(|| {
+                let known: Vec<&str> = RuntimeStatus::ALL.iter().map(|s| s.as_str()).collect();
+                ApiError::bad_request(format!(
+                    "unknown runtimeStatus {name:?}; use {}",
+                    known.join(", ")
+                ))
+            })?;
+            statuses.push(status);
+        }
+    }
+    Ok(InstanceFilter {
+        statuses,
+        created_from_ms: time_param(query, "createdTimeFrom")?,
+        created_to_ms: time_param(query, "createdTimeTo")?,
+        id_prefix: param(query, "instanceIdPrefix").map(str::to_owned),
+    })
+}
+
+/// A whole number of seconds, as the `timeout` parameter takes.
+pub(super) fn seconds(query: &[(String, String)], name: &str) -> Result<Option<f64>, ApiError> {
+    param(query, name)
+        .map(|v| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("{name} must be a number of seconds, not {v:?}"))
+                })
+        })
+        .transpose()
+}

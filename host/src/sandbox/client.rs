@@ -1,0 +1,291 @@
+//! The host side of the `client` interface: HTTP and activity functions
+//! start and manage orchestrations through the durable engine.
+//!
+//! Every failure a caller can cause (bad id, bad JSON, unknown instance or
+//! orchestrator, wrong state) is a typed `error` for the guest, never a
+//! trap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::bindings::perdure::functions::{client, types};
+use super::state::InvocationState;
+use crate::durable::model::{InstanceId, InstanceRecord, RuntimeStatus};
+use crate::durable::{Engine, ManagementUrls, PlainResponse, StartError};
+use crate::storage::{ChangeOutcome, EventOutcome, StorageError};
+
+type Json = String;
+type ClientResult<T> = wasmtime::Result<Result<T, types::Error>>;
+
+fn error(code: types::ErrorCode, message: impl Into<String>) -> types::Error {
+    types::Error {
+        code,
+        message: message.into(),
+        details: None,
+    }
+}
+
+fn storage_error(e: StorageError) -> types::Error {
+    error(types::ErrorCode::Internal, e.to_string())
+}
+
+fn parse_id(id: &str) -> Result<InstanceId, types::Error> {
+    InstanceId::parse(id).map_err(|e| error(types::ErrorCode::InvalidArgument, e.to_string()))
+}
+
+fn change(id: &InstanceId, outcome: ChangeOutcome) -> Result<(), types::Error> {
+    match outcome {
+        ChangeOutcome::Done => Ok(()),
+        ChangeOutcome::NotFound => Err(error(
+            types::ErrorCode::NotFound,
+            format!("no instance {id}"),
+        )),
+        ChangeOutcome::Finished(status) => Err(error(
+            types::ErrorCode::FailedPrecondition,
+            format!("instance {id} has already finished ({})", status.as_str()),
+        )),
+        ChangeOutcome::NotFinished(status) => Err(error(
+            types::ErrorCode::FailedPrecondition,
+            format!(
+                "instance {id} has not finished ({}); terminate it first",
+                status.as_str()
+            ),
+        )),
+    }
+}
+
+fn runtime_status(status: RuntimeStatus) -> types::RuntimeStatus {
+    match status {
+        RuntimeStatus::Pending => types::RuntimeStatus::Pending,
+        RuntimeStatus::Running => types::RuntimeStatus::Running,
+        RuntimeStatus::Completed => types::RuntimeStatus::Completed,
+        RuntimeStatus::Failed => types::RuntimeStatus::Failed,
+        RuntimeStatus::Terminated => types::RuntimeStatus::Terminated,
+        RuntimeStatus::Suspended => types::RuntimeStatus::Suspended,
+        RuntimeStatus::ContinuedAsNew => types::RuntimeStatus::ContinuedAsNew,
+    }
+}
+
+fn instance_status(record: InstanceRecord) -> types::InstanceStatus {
+    types::InstanceStatus {
+        name: record.name,
+        instance_id: record.id.to_string(),
+        runtime_status: runtime_status(record.status),
+        input: Some(record.input),
+        output: record.output,
+        custom_status: record.custom_status,
+        created_time: record.created_ms.max(0) as u64,
+        last_updated_time: record.updated_ms.max(0) as u64,
+        parent_instance_id: record.parent_id,
+    }
+}
+
+fn wit_response(response: PlainResponse) -> types::HttpResponse {
+    types::HttpResponse {
+        status: response.status,
+        headers: response.headers,
+        body: response.body,
+    }
+}
+
+impl InvocationState {
+    /// The engine, or the typed error a guest gets without one.
+    fn engine(&self) -> Result<Arc<Engine>, types::Error> {
+        self.client.clone().ok_or_else(|| {
+            let message = if self.caller.kind == crate::model::FunctionKind::Orchestrator {
+                "orchestrators cannot use the durable client (its answers are not replayable); \
+                 use the orchestration context instead"
+            } else {
+                "the durable client is not available in this host"
+            };
+            error(types::ErrorCode::FailedPrecondition, message)
+        })
+    }
+}
+
+impl client::Host for InvocationState {
+    async fn start_new(
+        &mut self,
+        name: String,
+        instance_id: Option<String>,
+        input: Json,
+    ) -> ClientResult<String> {
+        let engine = match self.engine() {
+            Ok(engine) => engine,
+            Err(e) => return Ok(Err(e)),
+        };
+        let id = match instance_id.as_deref().map(parse_id).transpose() {
+            Ok(id) => id,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(match engine.start_new(&name, id, input, None).await {
+            Ok(id) => Ok(id.to_string()),
+            Err(e) => Err(match &e {
+                StartError::UnknownOrchestrator(_) => {
+                    error(types::ErrorCode::NotFound, e.to_string())
+                }
+                StartError::AlreadyRunning(..) => {
+                    error(types::ErrorCode::AlreadyExists, e.to_string())
+                }
+                StartError::InvalidInput(_) => {
+                    error(types::ErrorCode::InvalidArgument, e.to_string())
+                }
+                StartError::Storage(_) => error(types::ErrorCode::Internal, e.to_string()),
+            }),
+        })
+    }
+
+    async fn get_status(
+        &mut self,
+        instance_id: String,
+    ) -> ClientResult<Option<types::InstanceStatus>> {
+        let engine = self.engine();
+        let run = async move {
+            let engine = engine?;
+            let id = parse_id(&instance_id)?;
+            let record = engine.status(&id).await.map_err(storage_error)?;
+            Ok(record.map(instance_status))
+        };
+        Ok(run.await)
+    }
+
+    async fn raise_event(
+        &mut self,
+        instance_id: String,
+        event_name: String,
+        data: Json,
+    ) -> ClientResult<()> {
+        let engine = self.engine();
+        let run = async move {
+            let engine = engine?;
+            let id = parse_id(&instance_id)?;
+            serde_json::from_str::<serde::de::IgnoredAny>(&data).map_err(|e| {
+                error(
+                    types::ErrorCode::InvalidArgument,
+                    format!("event data is not valid JSON: {e}"),
+                )
+            })?;
+            match engine
+                .raise_event(&id, event_name, data)
+                .await
+                .map_err(storage_error)?
+            {
+                EventOutcome::Delivered(_) => Ok(()),
+                EventOutcome::NotFound => change(&id, ChangeOutcome::NotFound),
+                EventOutcome::Finished(status) => change(&id, ChangeOutcome::Finished(status)),
+            }
+        };
+        Ok(run.await)
+    }
+
+    async fn terminate(&mut self, instance_id: String, reason: String) -> ClientResult<()> {
+        let engine = self.engine();
+        let run = async move {
+            let engine = engine?;
+            let id = parse_id(&instance_id)?;
+            let outcome = engine
+                .terminate(&id, &reason)
+                .await
+                .map_err(storage_error)?;
+            change(&id, outcome)
+        };
+        Ok(run.await)
+    }
+
+    async fn suspend(&mut self, instance_id: String, _reason: String) -> ClientResult<()> {
+        let engine = self.engine();
+        let run = async move {
+            let engine = engine?;
+            let id = parse_id(&instance_id)?;
+            let outcome = engine.suspend(&id).await.map_err(storage_error)?;
+            change(&id, outcome)
+        };
+        Ok(run.await)
+    }
+
+    async fn resume(&mut self, instance_id: String, _reason: String) -> ClientResult<()> {
+        let engine = self.engine();
+        let run = async move {
+            let engine = engine?;
+            let id = parse_id(&instance_id)?;
+            let outcome = engine.resume(&id).await.map_err(storage_error)?;
+            change(&id, outcome)
+        };
+        Ok(run.await)
+    }
+
+    async fn purge(&mut self, instance_id: String) -> ClientResult<bool> {
+        let engine = self.engine();
+        let run = async move {
+            let engine = engine?;
+            let id = parse_id(&instance_id)?;
+            match engine.purge(&id).await.map_err(storage_error)? {
+                ChangeOutcome::NotFound => Ok(false),
+                outcome => change(&id, outcome).map(|()| true),
+            }
+        };
+        Ok(run.await)
+    }
+
+    async fn signal_entity(
+        &mut self,
+        _entity: types::EntityId,
+        _operation: String,
+        _input: Option<Json>,
+    ) -> ClientResult<()> {
+        Ok(Err(entities_not_yet()))
+    }
+
+    async fn read_entity_state(&mut self, _entity: types::EntityId) -> ClientResult<Option<Json>> {
+        Ok(Err(entities_not_yet()))
+    }
+
+    async fn create_check_status_response(
+        &mut self,
+        base_url: String,
+        instance_id: String,
+    ) -> wasmtime::Result<types::HttpResponse> {
+        let urls = self.urls(&base_url, &instance_id)?;
+        Ok(wit_response(PlainResponse::check_status(&urls)))
+    }
+
+    async fn wait_for_completion_or_create_check_status_response(
+        &mut self,
+        base_url: String,
+        instance_id: String,
+        timeout: u64,
+    ) -> wasmtime::Result<types::HttpResponse> {
+        let urls = self.urls(&base_url, &instance_id)?;
+        let engine = self.engine().map_err(|e| wasmtime::Error::msg(e.message))?;
+        let id = parse_id(&instance_id).map_err(|e| wasmtime::Error::msg(e.message))?;
+        // The wait counts as waiting, not computing: the guest's time
+        // limit starts again once it returns.
+        let waited = engine
+            .wait_for_completion(&id, Duration::from_millis(timeout))
+            .await;
+        self.deadline = std::time::Instant::now() + self.time_limit;
+        Ok(wit_response(match waited {
+            Ok(Some(record)) if record.status.is_finished() => {
+                PlainResponse::output(record.output.as_deref())
+            }
+            _ => PlainResponse::check_status(&urls),
+        }))
+    }
+}
+
+impl InvocationState {
+    /// The management URLs of an instance. A malformed id is the guest's
+    /// bug in a call that cannot return an error: it traps.
+    fn urls(&self, base_url: &str, instance_id: &str) -> wasmtime::Result<ManagementUrls> {
+        let engine = self.engine().map_err(|e| wasmtime::Error::msg(e.message))?;
+        let id = parse_id(instance_id).map_err(|e| wasmtime::Error::msg(e.message))?;
+        Ok(engine.management_urls(base_url, &id))
+    }
+}
+
+fn entities_not_yet() -> types::Error {
+    error(
+        types::ErrorCode::FailedPrecondition,
+        "durable entities are not supported by this host version yet",
+    )
+}

@@ -1,0 +1,99 @@
+//! Orchestrations that exercise the durable engine in tests.
+//!
+//! - `SleepyChain` calls `Nap` `steps` times in sequence; each `Nap` sleeps
+//!   `sleepMs` on the real clock and logs `nap executed <idempotency key>`,
+//!   so a test can count executions across crashes.
+//! - `HandlesFailure` calls `Fail` and turns its error into a result;
+//!   `FailsUnhandled` lets the error fail the instance.
+//! - `ClockProbe` reads the time, a guid and a HashMap's order: each must be
+//!   the same when the instance is replayed.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use perdure_sdk::prelude::*;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Chain {
+    steps: u32,
+    sleep_ms: u64,
+}
+
+fn sleepy_chain(ctx: &OrchestrationContext, chain: Chain) -> Result<u32> {
+    let mut done = 0;
+    for step in 0..chain.steps {
+        let slept: u64 = ctx.call_activity("Nap", &json!({ "step": step, "ms": chain.sleep_ms }))?;
+        if slept == chain.sleep_ms {
+            done += 1;
+        }
+        ctx.set_custom_status(&json!({ "done": done }))?;
+    }
+    Ok(done)
+}
+
+#[derive(Deserialize)]
+struct NapInput {
+    ms: u64,
+}
+
+fn nap(input: NapInput) -> Result<u64> {
+    std::thread::sleep(Duration::from_millis(input.ms));
+    let ctx = ActivityContext::current();
+    perdure_sdk::log::info(&format!(
+        "nap executed {} attempt {}",
+        ctx.idempotency_key(),
+        ctx.attempt
+    ));
+    Ok(input.ms)
+}
+
+fn fail(reason: String) -> Result<String> {
+    Err(Error::application(reason).with_details(json!({ "retryable": false })))
+}
+
+fn handles_failure(ctx: &OrchestrationContext, reason: String) -> Result<String> {
+    match ctx.call_activity::<String>("Fail", &reason) {
+        Ok(unexpected) => Ok(format!("unexpected success: {unexpected}")),
+        Err(e) => Ok(format!("handled {:?}: {}", e.code, e.message)),
+    }
+}
+
+fn fails_unhandled(ctx: &OrchestrationContext, reason: String) -> Result<String> {
+    ctx.call_activity("Fail", &reason)
+}
+
+/// What an orchestrator saw of time and randomness, before and after an
+/// activity (so the second half is replayed when the first is not).
+fn clock_probe(ctx: &OrchestrationContext, _input: Value) -> Result<Value> {
+    let observe = || {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let order: Vec<u32> = (0..16u32)
+            .map(|i| (i, i))
+            .collect::<HashMap<_, _>>()
+            .into_keys()
+            .collect();
+        json!({
+            "now": ctx.now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            "wall": wall,
+            "guid": ctx.new_guid(),
+            "hashOrder": order,
+        })
+    };
+    let before = observe();
+    let _: u64 = ctx.call_activity("Nap", &json!({ "step": 0, "ms": 1 }))?;
+    let after = observe();
+    Ok(json!({ "before": before, "after": after }))
+}
+
+perdure_sdk::export_app! {
+    Function::orchestrator("SleepyChain", sleepy_chain),
+    Function::activity("Nap", nap),
+    Function::activity("Fail", fail),
+    Function::orchestrator("HandlesFailure", handles_failure),
+    Function::orchestrator("FailsUnhandled", fails_unhandled),
+    Function::orchestrator("ClockProbe", clock_probe),
+}
