@@ -78,10 +78,15 @@ struct ServeArgs {
 
 /// Parses the command line and runs it; the whole of `perdure`'s `main`.
 pub fn run() -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    // Logs go to stderr (stdout carries the generated master key); colour
+    // only for a person at a terminal.
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("PERDURE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -3,7 +3,10 @@
 //! `examples-wasm/` and `tests/guests/`.
 
 mod admin;
+mod crash;
+mod durable_api;
 mod greet;
 mod hot_reload;
+mod orchestrations;
 mod restart;
 mod sandbox;

@@ -15,6 +15,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use perdure::{Host, HostConfig};
 
+pub mod child;
+
 /// Paths of the built components, one constant per guest crate.
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
@@ -168,16 +170,7 @@ impl TestHost {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let request = builder.body(Full::new(body.into()))?;
-        let response = self.client.request(request).await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok(TestResponse {
-            status,
-            headers,
-            body,
-        })
+        send(&self.client, builder.body(Full::new(body.into()))?).await
     }
 
     /// GET without a key.
@@ -214,6 +207,89 @@ impl TestHost {
             .as_array()
             .and_then(|apps| apps.iter().find(|a| a["name"] == name))
             .cloned())
+    }
+}
+
+/// Sends a request and reads the whole response.
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> anyhow::Result<TestResponse> {
+    let response = client.request(request).await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(TestResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The durable management API's base path.
+pub const DURABLE: &str = "/runtime/webhooks/durabletask";
+
+impl TestHost {
+    /// Starts orchestrator `name` through the management API with the
+    /// master key; `input` is the JSON body.
+    pub async fn start_orchestration(
+        &self,
+        name: &str,
+        id: Option<&str>,
+        input: &str,
+    ) -> anyhow::Result<TestResponse> {
+        let path = match id {
+            Some(id) => format!("{DURABLE}/orchestrators/{name}/{id}"),
+            None => format!("{DURABLE}/orchestrators/{name}"),
+        };
+        self.send_with_master_key(Method::POST, &path, input.to_owned())
+            .await
+    }
+
+    /// Starts an orchestration and returns its instance id.
+    pub async fn start_instance(&self, name: &str, input: &str) -> anyhow::Result<String> {
+        let r = self.start_orchestration(name, None, input).await?;
+        if r.status != 202 {
+            bail!("starting {name} answered {}: {}", r.status, r.text());
+        }
+        Ok(r.json()?["id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// The instance's status JSON (master key), or `None` if unknown.
+    pub async fn instance(&self, id: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        let r = self.get_admin(&format!("{DURABLE}/instances/{id}")).await?;
+        match r.status {
+            404 => Ok(None),
+            200 | 202 => Ok(Some(r.json()?)),
+            other => bail!("status of {id} answered {other}: {}", r.text()),
+        }
+    }
+
+    /// Polls the instance until it has finished; returns its status JSON.
+    pub async fn wait_for_instance(
+        &self,
+        id: &str,
+        deadline: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
+        eventually(deadline, &format!("instance {id} to finish"), || async {
+            Ok(self.instance(id).await?.filter(|status| {
+                matches!(
+                    status["runtimeStatus"].as_str(),
+                    Some("Completed" | "Failed" | "Terminated")
+                )
+            }))
+        })
+        .await
+    }
+
+    /// Starts an orchestration and waits for it to finish.
+    pub async fn run_orchestration(
+        &self,
+        name: &str,
+        input: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        let id = self.start_instance(name, input).await?;
+        self.wait_for_instance(&id, Duration::from_secs(30)).await
     }
 }
 

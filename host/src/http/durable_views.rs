@@ -56,15 +56,45 @@ pub(super) fn status_view(record: &InstanceRecord, show_input: bool) -> Value {
     Value::Object(view)
 }
 
-/// The instance's history as events in time order: the start, every
-/// scheduled task, every completion and external event, and the end.
+/// One inbox message as a history event.
+fn inbox_event(message: &InboxMessage, with_output: bool) -> Value {
+    let mut event = match &message.body {
+        InboxBody::TaskCompleted { task_id, outcome } => {
+            let mut event = json!({
+                "EventType": if outcome.is_ok() { "TaskCompleted" } else { "TaskFailed" },
+                "TaskScheduledId": task_id,
+            });
+            if with_output {
+                match outcome {
+                    Ok(output) => event["Result"] = json_value(output),
+                    Err(error) => event["Failure"] = json!(error),
+                }
+            }
+            event
+        }
+        InboxBody::Event { name, data } => {
+            let mut event = json!({ "EventType": "EventRaised", "Name": name });
+            if with_output {
+                event["Input"] = json_value(data);
+            }
+            event
+        }
+    };
+    event["Timestamp"] = json!(rfc3339_ms(message.at_ms));
+    event
+}
+
+/// The instance's history as events in causal order: the start, then the
+/// journal in sequence, each task's completion placed just before the
+/// await that consumed it; completions and events not consumed yet follow
+/// in arrival order, and the end closes a finished instance.
 pub(super) fn history_view(
     record: &InstanceRecord,
     entries: &[JournalEntry],
     inbox: &[InboxMessage],
     with_output: bool,
 ) -> Vec<Value> {
-    let mut events: Vec<(i64, Value)> = Vec::new();
+    let mut events = Vec::new();
     let mut started = json!({
         "EventType": "ExecutionStarted",
         "Timestamp": rfc3339_ms(record.created_ms),
@@ -73,48 +103,42 @@ pub(super) fn history_view(
     if with_output {
         started["Input"] = json_value(&record.input);
     }
-    events.push((record.created_ms, started));
+    events.push(started);
+    let mut pending: Vec<Option<&InboxMessage>> = inbox.iter().map(Some).collect();
     for entry in entries {
-        if entry.kind != journal::kind::SCHEDULE_ACTIVITY {
-            continue;
-        }
         let request = json_value(&entry.request);
-        events.push((
-            entry.at_ms,
-            json!({
+        match entry.kind.as_str() {
+            journal::kind::SCHEDULE_ACTIVITY => events.push(json!({
                 "EventType": "TaskScheduled",
                 "Timestamp": rfc3339_ms(entry.at_ms),
                 "Name": request["name"],
                 "TaskScheduledId": entry.seq,
-            }),
-        ));
-    }
-    for message in inbox {
-        let mut event = match &message.body {
-            InboxBody::TaskCompleted { task_id, outcome } => {
-                let mut event = json!({
-                    "EventType": if outcome.is_ok() { "TaskCompleted" } else { "TaskFailed" },
-                    "TaskScheduledId": task_id,
-                });
-                if with_output {
-                    match outcome {
-                        Ok(output) => event["Result"] = json_value(output),
-                        Err(error) => event["Failure"] = json!(error),
+            })),
+            journal::kind::AWAIT_ALL | journal::kind::AWAIT_ANY => {
+                let awaited: Vec<u64> = request["tasks"]
+                    .as_array()
+                    .map(|tasks| tasks.iter().filter_map(Value::as_u64).collect())
+                    .unwrap_or_default();
+                for slot in &mut pending {
+                    let consumed = matches!(
+                        slot,
+                        Some(InboxMessage { body: InboxBody::TaskCompleted { task_id, .. }, .. })
+                            if awaited.contains(task_id)
+                    );
+                    if consumed && let Some(message) = slot.take() {
+                        events.push(inbox_event(message, with_output));
                     }
                 }
-                event
             }
-            InboxBody::Event { name, data } => {
-                let mut event = json!({ "EventType": "EventRaised", "Name": name });
-                if with_output {
-                    event["Input"] = json_value(data);
-                }
-                event
-            }
-        };
-        event["Timestamp"] = json!(rfc3339_ms(message.at_ms));
-        events.push((message.at_ms, event));
+            _ => {}
+        }
     }
+    events.extend(
+        pending
+            .into_iter()
+            .flatten()
+            .map(|m| inbox_event(m, with_output)),
+    );
     if record.status.is_finished() {
         let mut end = json!({
             "EventType": "ExecutionCompleted",
@@ -124,11 +148,9 @@ pub(super) fn history_view(
         if with_output {
             end["Result"] = optional_json(record.output.as_deref());
         }
-        events.push((record.updated_ms, end));
+        events.push(end);
     }
-    // Stable: events of the same millisecond keep their causal order.
-    events.sort_by_key(|(at, _)| *at);
-    events.into_iter().map(|(_, event)| event).collect()
+    events
 }
 
 /// A boolean query parameter (`true`/`false`, any case); absent is

@@ -5,8 +5,8 @@
 //!   so a test can count executions across crashes.
 //! - `HandlesFailure` calls `Fail` and turns its error into a result;
 //!   `FailsUnhandled` lets the error fail the instance.
-//! - `ClockProbe` reads the time, a guid and a HashMap's order: each must be
-//!   the same when the instance is replayed.
+//! - `ClockProbe` reads the time, a guid and a HashMap's order, which must
+//!   be the same when the instance is replayed.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -63,30 +63,37 @@ fn fails_unhandled(ctx: &OrchestrationContext, reason: String) -> Result<String>
     ctx.call_activity("Fail", &reason)
 }
 
-/// What an orchestrator saw of time and randomness, before and after an
-/// activity (so the second half is replayed when the first is not).
+/// What an orchestrator sees of time, ids and hash seeds.
+fn observe(ctx: &OrchestrationContext) -> Value {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let order: Vec<u32> = (0..16u32)
+        .map(|i| (i, i))
+        .collect::<HashMap<_, _>>()
+        .into_keys()
+        .collect();
+    let now = ctx
+        .now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    json!({ "now": now, "wall": wall, "guid": ctx.new_guid(), "hashOrder": order })
+}
+
+/// Observes, hands the observation to an activity (its input is journaled,
+/// so a replay that observed anything else fails as nondeterministic), and
+/// observes again.
 fn clock_probe(ctx: &OrchestrationContext, _input: Value) -> Result<Value> {
-    let observe = || {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let order: Vec<u32> = (0..16u32)
-            .map(|i| (i, i))
-            .collect::<HashMap<_, _>>()
-            .into_keys()
-            .collect();
-        json!({
-            "now": ctx.now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
-            "wall": wall,
-            "guid": ctx.new_guid(),
-            "hashOrder": order,
-        })
-    };
-    let before = observe();
-    let _: u64 = ctx.call_activity("Nap", &json!({ "step": 0, "ms": 1 }))?;
-    let after = observe();
-    Ok(json!({ "before": before, "after": after }))
+    let before = observe(ctx);
+    let echoed: Value = ctx.call_activity("Echo", &before)?;
+    let after = observe(ctx);
+    Ok(json!({ "before": before, "echoed": echoed, "after": after }))
+}
+
+fn echo(value: Value) -> Result<Value> {
+    Ok(value)
 }
 
 perdure_sdk::export_app! {
@@ -96,4 +103,5 @@ perdure_sdk::export_app! {
     Function::orchestrator("HandlesFailure", handles_failure),
     Function::orchestrator("FailsUnhandled", fails_unhandled),
     Function::orchestrator("ClockProbe", clock_probe),
+    Function::activity("Echo", echo),
 }

@@ -1,0 +1,116 @@
+//! The real `perdure` command line as a child process, for tests that kill
+//! it (SIGKILL) and start it again over the same folder and database.
+//!
+//! The child logs to stderr; every line is kept, so a test can find the
+//! address it listens on and count what its guests logged across runs.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::{MASTER_KEY, TestResponse, eventually, send};
+
+/// Log lines of every child started over one directory, in order.
+pub type LogLines = Arc<Mutex<Vec<String>>>;
+
+/// A running `perdure serve` child.
+pub struct ChildHost {
+    child: Child,
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl ChildHost {
+    /// Starts `binary serve` over `dir/functions` and `dir/perdure.db` on a
+    /// free loopback port; returns once it reports ready. Its log lines are
+    /// appended to `log`.
+    pub async fn start(binary: &str, dir: &Path, log: &LogLines) -> anyhow::Result<Self> {
+        let functions: PathBuf = dir.join("functions");
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .arg("--functions")
+            .arg(&functions)
+            .arg("--db")
+            .arg(dir.join("perdure.db"))
+            .args(["--listen", "127.0.0.1:0", "--max-instances", "200"])
+            .env("PERDURE_MASTER_KEY", MASTER_KEY)
+            .env("PERDURE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {binary}"))?;
+        let stderr = child.stderr.take().context("no stderr pipe")?;
+        let first_line = log.lock().map(|l| l.len()).unwrap_or(0);
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut lines) = sink.lock() {
+                    lines.push(line);
+                }
+            }
+        });
+        let base = eventually(Duration::from_secs(60), "the child to report ready", || {
+            let log = log.clone();
+            async move {
+                let lines = log
+                    .lock()
+                    .map(|l| l[first_line..].to_vec())
+                    .unwrap_or_default();
+                if let Some(failure) = lines.iter().find(|l| l.contains("could not start")) {
+                    bail!("the child failed: {failure}");
+                }
+                Ok(lines.iter().find_map(|line| {
+                    let (_, rest) = line.split_once("functions at ")?;
+                    let (base, _) = rest.split_once("/api/")?;
+                    Some(base.to_owned())
+                }))
+            }
+        })
+        .await?;
+        Ok(Self {
+            child,
+            base,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    /// Kills the process without warning (SIGKILL) and reaps it.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Sends a request with the master key.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: &str,
+    ) -> anyhow::Result<TestResponse> {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("x-functions-key", MASTER_KEY)
+            .body(Full::new(Bytes::from(body.to_owned())))?;
+        send(&self.client, request).await
+    }
+}
+
+impl Drop for ChildHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
