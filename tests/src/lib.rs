@@ -113,6 +113,11 @@ impl TestHost {
         self.host.as_ref().expect("host is running")
     }
 
+    /// The durable engine, for benchmarks that drive it in process.
+    pub fn engine(&self) -> &std::sync::Arc<perdure::durable::Engine> {
+        self.host().engine()
+    }
+
     pub fn functions_dir(&self) -> &Path {
         &self.config.functions_dir
     }

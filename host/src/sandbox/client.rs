@@ -54,6 +54,18 @@ fn change(id: &InstanceId, outcome: ChangeOutcome) -> Result<(), types::Error> {
     }
 }
 
+/// Runs a management operation on one instance and reports its outcome.
+async fn manage(
+    engine: Result<Arc<Engine>, types::Error>,
+    instance_id: &str,
+    operation: impl AsyncFnOnce(&Engine, &InstanceId) -> Result<ChangeOutcome, StorageError>,
+) -> Result<(), types::Error> {
+    let engine = engine?;
+    let id = parse_id(instance_id)?;
+    let outcome = operation(&engine, &id).await.map_err(storage_error)?;
+    change(&id, outcome)
+}
+
 fn runtime_status(status: RuntimeStatus) -> types::RuntimeStatus {
     match status {
         RuntimeStatus::Pending => types::RuntimeStatus::Pending,
@@ -179,39 +191,24 @@ impl client::Host for InvocationState {
     }
 
     async fn terminate(&mut self, instance_id: String, reason: String) -> ClientResult<()> {
-        let engine = self.engine();
-        let run = async move {
-            let engine = engine?;
-            let id = parse_id(&instance_id)?;
-            let outcome = engine
-                .terminate(&id, &reason)
-                .await
-                .map_err(storage_error)?;
-            change(&id, outcome)
-        };
-        Ok(run.await)
+        Ok(manage(self.engine(), &instance_id, async |engine, id| {
+            engine.terminate(id, &reason).await
+        })
+        .await)
     }
 
     async fn suspend(&mut self, instance_id: String, _reason: String) -> ClientResult<()> {
-        let engine = self.engine();
-        let run = async move {
-            let engine = engine?;
-            let id = parse_id(&instance_id)?;
-            let outcome = engine.suspend(&id).await.map_err(storage_error)?;
-            change(&id, outcome)
-        };
-        Ok(run.await)
+        Ok(manage(self.engine(), &instance_id, async |engine, id| {
+            engine.suspend(id).await
+        })
+        .await)
     }
 
     async fn resume(&mut self, instance_id: String, _reason: String) -> ClientResult<()> {
-        let engine = self.engine();
-        let run = async move {
-            let engine = engine?;
-            let id = parse_id(&instance_id)?;
-            let outcome = engine.resume(&id).await.map_err(storage_error)?;
-            change(&id, outcome)
-        };
-        Ok(run.await)
+        Ok(manage(self.engine(), &instance_id, async |engine, id| {
+            engine.resume(id).await
+        })
+        .await)
     }
 
     async fn purge(&mut self, instance_id: String) -> ClientResult<bool> {

@@ -54,6 +54,19 @@ fn load_instance(conn: &Connection, id: &str) -> rusqlite::Result<Option<Instanc
     .optional()
 }
 
+/// The instance if it exists and has not finished; otherwise what a
+/// management operation on it reports.
+fn load_unfinished(
+    conn: &Connection,
+    id: &InstanceId,
+) -> rusqlite::Result<Result<InstanceRecord, ChangeOutcome>> {
+    Ok(match load_instance(conn, id.as_str())? {
+        None => Err(ChangeOutcome::NotFound),
+        Some(record) if record.status.is_finished() => Err(ChangeOutcome::Finished(record.status)),
+        Some(record) => Ok(record),
+    })
+}
+
 fn outcome_columns(outcome: &TaskOutcome) -> (bool, String) {
     match outcome {
         Ok(json) => (true, json.clone()),
@@ -447,11 +460,8 @@ impl DurableStorage for SqliteStorage {
     fn terminate(&self, id: &InstanceId, output: String) -> StorageFuture<'_, ChangeOutcome> {
         let id = id.clone();
         Box::pin(self.write(move |conn| {
-            let Some(record) = load_instance(conn, id.as_str())? else {
-                return Ok(ChangeOutcome::NotFound);
-            };
-            if record.status.is_finished() {
-                return Ok(ChangeOutcome::Finished(record.status));
+            if let Err(outcome) = load_unfinished(conn, &id)? {
+                return Ok(outcome);
             }
             conn.execute(
                 "UPDATE instances SET status = 'Terminated', output = ?2, updated_ms = ?3 WHERE id = ?1",
@@ -465,12 +475,10 @@ impl DurableStorage for SqliteStorage {
     fn set_suspended(&self, id: &InstanceId, suspended: bool) -> StorageFuture<'_, ChangeOutcome> {
         let id = id.clone();
         Box::pin(self.write(move |conn| {
-            let Some(record) = load_instance(conn, id.as_str())? else {
-                return Ok(ChangeOutcome::NotFound);
+            let record = match load_unfinished(conn, &id)? {
+                Ok(record) => record,
+                Err(outcome) => return Ok(outcome),
             };
-            if record.status.is_finished() {
-                return Ok(ChangeOutcome::Finished(record.status));
-            }
             let (from, to): (&[&str], &str) = if suspended {
                 (&["Pending", "Running"], "Suspended")
             } else {

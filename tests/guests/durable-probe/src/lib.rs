@@ -5,6 +5,7 @@
 //!   so a test can count executions across crashes.
 //! - `HandlesFailure` calls `Fail` and turns its error into a result;
 //!   `FailsUnhandled` lets the error fail the instance.
+//! - `HelloSequence` calls `SayHello` for five cities (benchmarks).
 //! - `ClockProbe` reads the time, a guid and a HashMap's order, which must
 //!   be the same when the instance is replayed.
 
@@ -96,7 +97,21 @@ fn echo(value: Value) -> Result<Value> {
     Ok(value)
 }
 
+/// The classic hello sequence: five activities in a row.
+fn hello_sequence(ctx: &OrchestrationContext, _input: Value) -> Result<Vec<String>> {
+    ["Tokyo", "Seattle", "London", "Paris", "Cairo"]
+        .iter()
+        .map(|city| ctx.call_activity("SayHello", city))
+        .collect()
+}
+
+fn say_hello(city: String) -> Result<String> {
+    Ok(format!("Hello {city}!"))
+}
+
 perdure_sdk::export_app! {
+    Function::orchestrator("HelloSequence", hello_sequence),
+    Function::activity("SayHello", say_hello),
     Function::orchestrator("SleepyChain", sleepy_chain),
     Function::activity("Nap", nap),
     Function::activity("Fail", fail),

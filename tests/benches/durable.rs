@@ -1,0 +1,116 @@
+//! Durable benchmark: the engine on the durable SQLite default
+//! (`synchronous=FULL`), driven in process through `Engine`.
+//!
+//! 1. Latency of one hello sequence (an orchestrator calling five trivial
+//!    activities in a row) on an idle host: start to completed.
+//! 2. Throughput: many hello sequences at once; activities completed per
+//!    second, start of the first to completion of the last.
+//! 3. Fan-out/fan-in of 10,000 trivial activities: start to completed.
+//!
+//! Run with `cargo bench -p perdure-tests --bench durable`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use perdure::durable::model::RuntimeStatus;
+use perdure_tests::{TestHost, guests};
+
+const LATENCY_RUNS: usize = 50;
+const CONCURRENT_CHAINS: usize = 2_000;
+const ACTIVITIES_PER_CHAIN: usize = 5;
+const FAN_OUT: usize = 10_000;
+const FAN_OUT_RUNS: usize = 3;
+const DEADLINE: Duration = Duration::from_secs(300);
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run_one(host: &TestHost, name: &str, input: &str) -> anyhow::Result<Duration> {
+    let engine = host.engine();
+    let started = Instant::now();
+    let id = engine.start_new(name, None, input.to_owned(), None).await?;
+    let record = engine.wait_for_completion(&id, DEADLINE).await?;
+    let elapsed = started.elapsed();
+    match record {
+        Some(r) if r.status == RuntimeStatus::Completed => Ok(elapsed),
+        other => bail!("{name} did not complete: {other:?}"),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+async fn run() -> anyhow::Result<()> {
+    let host = TestHost::start_with(
+        &[
+            ("durable-probe.wasm", guests::DURABLE_PROBE),
+            ("fan-out-fan-in.wasm", guests::FAN_OUT_FAN_IN),
+        ],
+        |c| c.sandbox.max_instances = 1000,
+    )
+    .await?;
+
+    // Warm up code paths and the page cache.
+    for _ in 0..5 {
+        run_one(&host, "HelloSequence", "null").await?;
+    }
+    let mut latencies = Vec::with_capacity(LATENCY_RUNS);
+    for _ in 0..LATENCY_RUNS {
+        latencies.push(run_one(&host, "HelloSequence", "null").await?);
+    }
+    latencies.sort();
+    println!(
+        "hello sequence latency, idle host ({LATENCY_RUNS} runs): p50 {:.2} ms, p90 {:.2} ms, min {:.2} ms",
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.9)),
+        ms(latencies[0])
+    );
+
+    let engine = host.engine();
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(CONCURRENT_CHAINS);
+    for _ in 0..CONCURRENT_CHAINS {
+        ids.push(
+            engine
+                .start_new("HelloSequence", None, "null".into(), None)
+                .await?,
+        );
+    }
+    let started_all = started.elapsed();
+    for id in &ids {
+        match engine.wait_for_completion(id, DEADLINE).await? {
+            Some(r) if r.status == RuntimeStatus::Completed => {}
+            other => bail!("{id} did not complete: {other:?}"),
+        }
+    }
+    let elapsed = started.elapsed();
+    let activities = CONCURRENT_CHAINS * ACTIVITIES_PER_CHAIN;
+    println!(
+        "{CONCURRENT_CHAINS} hello sequences at once: {activities} activities in {:.2} s = {:.0} activities/s ({:.0} instances/s; starting them took {:.2} s)",
+        elapsed.as_secs_f64(),
+        activities as f64 / elapsed.as_secs_f64(),
+        CONCURRENT_CHAINS as f64 / elapsed.as_secs_f64(),
+        started_all.as_secs_f64()
+    );
+
+    let input = format!(r#"{{"count": {FAN_OUT}}}"#);
+    for run in 1..=FAN_OUT_RUNS {
+        let elapsed = run_one(&host, "FanOutFanInOrchestrator", &input).await?;
+        println!(
+            "fan-out/fan-in of {FAN_OUT} activities, run {run}: {:.2} s",
+            elapsed.as_secs_f64()
+        );
+    }
+    host.shutdown().await;
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
