@@ -74,13 +74,20 @@ async fn run() -> anyhow::Result<()> {
 
     let engine = host.engine();
     let started = Instant::now();
-    let mut ids = Vec::with_capacity(CONCURRENT_CHAINS);
+    // Started concurrently, as many clients would: their writes share
+    // group commits.
+    let mut starts = tokio::task::JoinSet::new();
     for _ in 0..CONCURRENT_CHAINS {
-        ids.push(
+        let engine = engine.clone();
+        starts.spawn(async move {
             engine
                 .start_new("HelloSequence", None, "null".into(), None)
-                .await?,
-        );
+                .await
+        });
+    }
+    let mut ids = Vec::with_capacity(CONCURRENT_CHAINS);
+    while let Some(id) = starts.join_next().await {
+        ids.push(id??);
     }
     let started_all = started.elapsed();
     for id in &ids {

@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     session_slots: Arc<Semaphore>,
     /// Notified when a session waits for a slot: one idle session leaves.
     pressure: tokio::sync::Notify,
+    /// Sessions waiting for a slot.
+    slot_waiters: std::sync::atomic::AtomicUsize,
     activity_slots: Arc<Semaphore>,
     /// Work items queued or running in this process.
     in_flight: Mutex<HashSet<i64>>,
@@ -104,6 +106,7 @@ impl Shared {
             activity_slots: Arc::new(Semaphore::new(config.max_activities.max(1))),
             session_slots: Arc::new(Semaphore::new(config.max_hot_instances.max(1))),
             pressure: tokio::sync::Notify::new(),
+            slot_waiters: std::sync::atomic::AtomicUsize::new(0),
             config,
             hot: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
@@ -126,26 +129,42 @@ impl Shared {
         self.session_slots.close();
     }
 
-    /// A sandbox slot for a session; asks idle sessions to leave until one
-    /// is free. `None` once the engine stops.
+    /// A sandbox slot for a session. If none is free, asks one idle session
+    /// to leave and waits for the next slot (FIFO). `None` once the engine
+    /// stops.
     async fn session_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match self.session_slots.clone().try_acquire_owned() {
+            Ok(permit) => return Some(permit),
+            Err(tokio::sync::TryAcquireError::Closed) => return None,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {}
+        }
+        self.slot_waiters.fetch_add(1, Ordering::SeqCst);
+        self.pressure.notify_one();
+        let permit = self.session_slots.clone().acquire_owned().await.ok();
+        self.slot_waiters.fetch_sub(1, Ordering::SeqCst);
+        permit
+    }
+
+    /// Resolves when a session waiting this long should give its slot to
+    /// one that needs it: after [`PRESSURE_MIN_IDLE`], as soon as some
+    /// session waits for a slot. A session waiting on quick work keeps its
+    /// slot; one waiting on slow work (or a person) leaves.
+    pub(crate) async fn slot_wanted(&self) {
+        tokio::time::sleep(PRESSURE_MIN_IDLE).await;
         loop {
-            match self.session_slots.clone().try_acquire_owned() {
-                Ok(permit) => return Some(permit),
-                Err(tokio::sync::TryAcquireError::Closed) => return None,
-                Err(tokio::sync::TryAcquireError::NoPermits) => {}
+            let notified = self.pressure.notified();
+            if self.slot_waiters.load(Ordering::SeqCst) > 0 {
+                return;
             }
-            self.pressure.notify_one();
-            tokio::select! {
-                permit = self.session_slots.clone().acquire_owned() => return permit.ok(),
-                () = tokio::time::sleep(PRESSURE_RETRY) => {}
-            }
+            notified.await;
         }
     }
 
-    /// Resolves when another session needs this one's slot.
-    pub(crate) async fn under_pressure(&self) {
-        self.pressure.notified().await;
+    /// Passes a slot request on when this session could not leave.
+    pub(crate) fn pass_on_pressure(&self) {
+        if self.slot_waiters.load(Ordering::SeqCst) > 0 {
+            self.pressure.notify_one();
+        }
     }
 
     pub(crate) fn storage(&self) -> &Arc<dyn DurableStorage> {
@@ -439,8 +458,11 @@ async fn run_activity(shared: Arc<Shared>, item: WorkItem) {
 /// Pause before retrying work that found every sandbox slot busy.
 const OVERLOAD_BACKOFF: Duration = Duration::from_millis(20);
 
-/// How often a session waiting for a slot asks idle sessions again.
-const PRESSURE_RETRY: Duration = Duration::from_millis(10);
+/// How long a session waits before it gives its slot to a session that
+/// needs one: long enough that sessions waiting on quick activities keep
+/// theirs (no replay), short enough that slots waiting on slow work or
+/// people are reused at once.
+const PRESSURE_MIN_IDLE: Duration = Duration::from_millis(200);
 
 async fn execute_activity(shared: &Shared, item: &WorkItem) -> TaskOutcome {
     let code = shared.code_for(&item.app, &item.digest).await?;

@@ -140,6 +140,11 @@ impl Session {
         error
     }
 
+    /// True once a host call has stopped the guest (see [`Self::fail`]).
+    pub(crate) fn stopped_by_host(&self) -> bool {
+        self.fault.is_some()
+    }
+
     pub(crate) fn take_fault(&mut self) -> Option<Fault> {
         self.fault.take()
     }
@@ -387,10 +392,11 @@ impl Session {
                         return Err(Fault::Evicted);
                     }
                 }
-                () = shared.under_pressure() => {
+                () = shared.slot_wanted() => {
                     if shared.try_evict(&self.record.id, &mut self.mailbox) {
                         return Err(Fault::Evicted);
                     }
+                    shared.pass_on_pressure();
                 }
             }
         }

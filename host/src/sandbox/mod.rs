@@ -433,6 +433,13 @@ impl Sandbox {
         if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
             return InvocationError::Overloaded;
         }
+        if let Role::Orchestrator(session) = &state.role
+            && session.stopped_by_host()
+        {
+            // The host stopped the guest on purpose (eviction, shutdown,
+            // nondeterminism); the engine reports it where it matters.
+            return InvocationError::Trapped(e.root_cause().to_string());
+        }
         // The full chain (with the guest's wasm backtrace) goes to the log
         // for the author; the caller gets the cause alone.
         let caller = &store.data().caller;

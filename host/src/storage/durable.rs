@@ -46,11 +46,10 @@ fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
 }
 
 fn load_instance(conn: &Connection, id: &str) -> rusqlite::Result<Option<InstanceRecord>> {
-    conn.query_row(
-        &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ?1"),
-        [id],
-        instance_from_row,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {INSTANCE_COLUMNS} FROM instances WHERE id = ?1"
+    ))?
+    .query_row([id], instance_from_row)
     .optional()
 }
 

@@ -231,13 +231,12 @@ fn run_in_savepoint(
     conn: &Connection,
     run: Box<dyn FnOnce(&Connection) -> bool + Send>,
 ) -> Result<(), StorageError> {
-    conn.execute_batch("SAVEPOINT job")?;
-    let end = if run(conn) {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
-    };
-    conn.execute_batch(end)?;
+    // Cached statements: the writer runs these for every job.
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    if !run(conn) {
+        conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+    }
+    conn.prepare_cached("RELEASE job")?.execute([])?;
     Ok(())
 }
 
