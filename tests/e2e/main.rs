@@ -10,3 +10,4 @@ mod hot_reload;
 mod orchestrations;
 mod restart;
 mod sandbox;
+mod versions;

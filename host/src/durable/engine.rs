@@ -63,6 +63,9 @@ pub(crate) enum Signal {
     Suspend(bool),
     /// The instance was terminated: the session ends without writing.
     Cancel,
+    /// Move the instance to its app's current version if its journal
+    /// replays identically (see `upgrade.rs`).
+    Upgrade(super::upgrade::UpgradeRequest),
 }
 
 /// The engine's state, shared by its tasks.
@@ -352,6 +355,15 @@ async fn run_instance(
         match session.take_fault() {
             Some(Fault::Evicted) => return,
             Some(Fault::Stopped) => return,
+            Some(Fault::Upgrading) => {
+                if let Some(request) = session.take_upgrade() {
+                    super::upgrade::perform(&shared, &id, request).await;
+                }
+                // Starts again from the journal, on whichever version the
+                // instance is pinned to now.
+                mailbox = session.into_mailbox();
+                continue;
+            }
             Some(Fault::Cancelled) => {
                 mailbox = session.into_mailbox();
                 if leave(&shared, &id, &mut mailbox) {

@@ -11,7 +11,10 @@ mod engine;
 pub mod journal;
 pub mod model;
 pub(crate) mod session;
+mod upgrade;
 pub mod urls;
+
+pub use upgrade::{UpgradeError, UpgradeOutcome};
 
 pub use urls::{BASE_PATH, ManagementUrls, PlainResponse};
 
@@ -278,6 +281,45 @@ impl Engine {
 
     pub async fn purge_many(&self, filter: InstanceFilter) -> Result<u64, StorageError> {
         self.shared.storage().purge_many(filter).await
+    }
+
+    /// Moves an unfinished instance to its app's current version if its
+    /// journal replays identically against it; otherwise it stays where it
+    /// is and the error carries the nondeterminism report.
+    pub async fn upgrade(&self, id: &InstanceId) -> Result<UpgradeOutcome, UpgradeError> {
+        match self.shared.storage().instance(id).await? {
+            None => return Err(UpgradeError::NotFound(id.clone())),
+            Some(record) if record.status.is_finished() => {
+                return Err(UpgradeError::Finished(id.clone(), record.status));
+            }
+            Some(_) => {}
+        }
+        let (request, answer) = upgrade::UpgradeRequest::new();
+        self.shared.deliver(id, Signal::Upgrade(request));
+        answer.await.map_err(|_| UpgradeError::Interrupted)?
+    }
+
+    /// Every unfinished instance of orchestrator `name`, oldest first.
+    pub async fn unfinished_of(&self, name: &str) -> Result<Vec<InstanceId>, StorageError> {
+        let filter = InstanceFilter {
+            statuses: vec![
+                RuntimeStatus::Pending,
+                RuntimeStatus::Running,
+                RuntimeStatus::Suspended,
+            ],
+            name: Some(name.to_owned()),
+            ..InstanceFilter::default()
+        };
+        let mut ids = Vec::new();
+        let mut continuation = None;
+        loop {
+            let page = self.list(filter.clone(), 1000, continuation).await?;
+            ids.extend(page.instances.into_iter().map(|r| r.id));
+            match page.continuation {
+                Some(next) => continuation = Some(next),
+                None => return Ok(ids),
+            }
+        }
     }
 
     /// Stops running instances and activities; nothing more is written by

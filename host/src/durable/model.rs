@@ -236,6 +236,8 @@ pub struct InstanceFilter {
     pub created_from_ms: Option<i64>,
     pub created_to_ms: Option<i64>,
     pub id_prefix: Option<String>,
+    /// The orchestrator's name, exactly.
+    pub name: Option<String>,
 }
 
 /// One page of a listing and where the next one starts.

@@ -20,9 +20,10 @@ use tokio::sync::mpsc;
 use super::engine::{Shared, Signal};
 use super::journal::{self, Call};
 use super::model::{
-    Episode, InboxBody, InboxMessage, InstanceId, InstanceRecord, JournalEntry, NewWorkItem,
-    RuntimeStatus, StatusUpdate, TaskOutcome,
+    Episode, History, InboxBody, InboxMessage, InstanceId, InstanceRecord, JournalEntry,
+    NewWorkItem, RuntimeStatus, StatusUpdate, TaskOutcome,
 };
+use super::upgrade::UpgradeRequest;
 use crate::storage::StorageError;
 use crate::time::now_ms;
 
@@ -50,6 +51,14 @@ pub(crate) enum Fault {
     /// The instance was terminated while it ran.
     #[error("the instance was terminated")]
     Cancelled,
+    /// The run stopped at a wait point so that the engine can try an
+    /// upgrade (see `upgrade.rs`).
+    #[error("stopped to upgrade")]
+    Upgrading,
+    /// A verification run answered every journaled call; the next call
+    /// would be live.
+    #[error("the journal replayed to its end")]
+    ReplayComplete,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -77,6 +86,11 @@ pub(crate) struct Session {
     /// While suspended, no await is answered; messages are kept.
     suspended: bool,
     cancelled: bool,
+    /// An upgrade asked for; handled at the next wait point.
+    upgrade: Option<UpgradeRequest>,
+    /// A verification run: answers only from the journal, stops with
+    /// [`Fault::ReplayComplete`] at its end, never commits.
+    verify_only: bool,
     /// The orchestration's deterministic time (ms), shared with its WASI
     /// clocks.
     clock: Arc<AtomicI64>,
@@ -99,6 +113,8 @@ impl Session {
         let mut session = Self {
             suspended,
             cancelled: false,
+            upgrade: None,
+            verify_only: false,
             clock: Arc::new(AtomicI64::new(record.created_ms)),
             custom_status: record.custom_status.clone(),
             record,
@@ -140,6 +156,26 @@ impl Session {
         error
     }
 
+    /// A session that replays `history` against other code and commits
+    /// nothing: the check an upgrade makes.
+    pub(crate) fn verifier(history: History, shared: Arc<Shared>) -> Self {
+        let (_closed, mailbox) = mpsc::unbounded_channel();
+        let mut session = Self::new(
+            history.record,
+            history.journal,
+            history.inbox,
+            mailbox,
+            shared,
+        );
+        session.verify_only = true;
+        session
+    }
+
+    /// The pending upgrade request, taken.
+    pub(crate) fn take_upgrade(&mut self) -> Option<UpgradeRequest> {
+        self.upgrade.take()
+    }
+
     /// True once a host call has stopped the guest (see [`Self::fail`]).
     pub(crate) fn stopped_by_host(&self) -> bool {
         self.fault.is_some()
@@ -159,6 +195,7 @@ impl Session {
             Signal::Wake => {}
             Signal::Suspend(suspended) => self.suspended = suspended,
             Signal::Cancel => self.cancelled = true,
+            Signal::Upgrade(request) => self.upgrade = Some(request),
         }
     }
 
@@ -181,6 +218,9 @@ impl Session {
     fn replayed(&mut self, call: &Call) -> Result<Option<Option<String>>, Fault> {
         let seq = self.next_seq;
         let Some(entry) = self.replay.pop_front() else {
+            if self.verify_only {
+                return Err(Fault::ReplayComplete);
+            }
             return Ok(None);
         };
         if entry.seq != seq || !call.matches(&entry) {
@@ -373,6 +413,12 @@ impl Session {
             }
             if self.cancelled {
                 return Err(Fault::Cancelled);
+            }
+            if self.upgrade.is_some() {
+                // Everything so far is committed and no one else runs this
+                // instance: the one safe place to switch versions.
+                self.commit(None).await?;
+                return Err(Fault::Upgrading);
             }
             if !self.suspended
                 && let Some(answer) = ready(self)

@@ -1,4 +1,5 @@
-//! The admin API (master key only): loaded apps, health, function keys.
+//! The admin API (master key only): loaded apps, health, function keys,
+//! and moving instances to their app's current version.
 
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
@@ -6,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{empty, json_response};
 use super::{ApiError, HttpContext, HttpResponse, read_body, require_master};
+use serde_json::{Value, json};
+
+use crate::durable::model::InstanceId;
+use crate::durable::{UpgradeError, UpgradeOutcome};
 use crate::keys::KeyError;
 use crate::model::FunctionDef;
 use crate::sandbox::CacheOutcome;
@@ -31,7 +36,17 @@ pub(super) async fn handle(
                 Err(ApiError::not_found(format!("no function key with id {id}")))
             }
         }
-        (_, ["health"] | ["functions"] | ["keys"] | ["keys", _]) => Err(ApiError::new(
+        (Method::POST, ["instances", id, "upgrade"]) => upgrade_one(ctx, id).await,
+        (Method::POST, ["orchestrators", name, "upgrade"]) => upgrade_all(ctx, name).await,
+        (
+            _,
+            ["health"]
+            | ["functions"]
+            | ["keys"]
+            | ["keys", _]
+            | ["instances", _, "upgrade"]
+            | ["orchestrators", _, "upgrade"],
+        ) => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method-not-allowed",
             format!("{path} does not accept {}", req.method()),
@@ -147,4 +162,76 @@ async fn create_key(ctx: &HttpContext, req: Request<Incoming>) -> Result<HttpRes
         Err(KeyError::BadName) => Err(ApiError::bad_request(KeyError::BadName.to_string())),
         Err(KeyError::Storage(e)) => Err(e.into()),
     }
+}
+
+/// The outcome of one upgrade as JSON, and the status it is answered with.
+fn upgrade_view(id: &str, result: Result<UpgradeOutcome, UpgradeError>) -> (StatusCode, Value) {
+    match result {
+        Ok(UpgradeOutcome::Upgraded { from, to }) => (
+            StatusCode::OK,
+            json!({ "instanceId": id, "upgraded": true, "fromDigest": from, "toDigest": to }),
+        ),
+        Ok(UpgradeOutcome::AlreadyCurrent { digest }) => (
+            StatusCode::OK,
+            json!({ "instanceId": id, "upgraded": false, "digest": digest,
+                    "reason": "the instance already runs on the current version" }),
+        ),
+        Err(e) => {
+            let (status, code, details) = match &e {
+                UpgradeError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", None),
+                UpgradeError::Finished(..) => (StatusCode::GONE, "failed-precondition", None),
+                UpgradeError::Nondeterminism { seq, recorded, new } => (
+                    StatusCode::CONFLICT,
+                    "nondeterminism",
+                    Some(json!({ "seq": seq, "recorded": recorded, "new": new })),
+                ),
+                UpgradeError::NoCurrentVersion(_) | UpgradeError::Failed(_) => {
+                    (StatusCode::CONFLICT, "failed-precondition", None)
+                }
+                UpgradeError::Interrupted | UpgradeError::Storage(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None)
+                }
+            };
+            let mut error = json!({ "code": code, "message": e.to_string() });
+            if let Some(details) = details {
+                error["details"] = details;
+            }
+            (
+                status,
+                json!({ "instanceId": id, "upgraded": false, "error": error }),
+            )
+        }
+    }
+}
+
+/// `POST /admin/instances/{id}/upgrade`.
+async fn upgrade_one(ctx: &HttpContext, id: &str) -> Result<HttpResponse, ApiError> {
+    let instance = InstanceId::parse(id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (status, view) = upgrade_view(id, ctx.engine.upgrade(&instance).await);
+    Ok(json_response(status, &view))
+}
+
+/// `POST /admin/orchestrators/{name}/upgrade`: every unfinished instance
+/// of the orchestrator, one by one; each is upgraded or refused on its own.
+async fn upgrade_all(ctx: &HttpContext, name: &str) -> Result<HttpResponse, ApiError> {
+    let ids = ctx.engine.unfinished_of(name).await?;
+    let mut upgraded = Vec::new();
+    let mut unchanged = Vec::new();
+    let mut refused = Vec::new();
+    for id in ids {
+        let result = ctx.engine.upgrade(&id).await;
+        let outcome = result.clone();
+        let (_, view) = upgrade_view(id.as_str(), result);
+        match outcome {
+            Ok(UpgradeOutcome::Upgraded { .. }) => upgraded.push(view),
+            Ok(UpgradeOutcome::AlreadyCurrent { .. }) => unchanged.push(view),
+            // Finished meanwhile: nothing to move.
+            Err(UpgradeError::Finished(..) | UpgradeError::NotFound(_)) => {}
+            Err(_) => refused.push(view),
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "orchestrator": name, "upgraded": upgraded, "unchanged": unchanged, "refused": refused }),
+    ))
 }

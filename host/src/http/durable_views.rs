@@ -215,6 +215,7 @@ pub(super) fn instance_filter(query: &[(String, String)]) -> Result<InstanceFilt
         created_from_ms: time_param(query, "createdTimeFrom")?,
         created_to_ms: time_param(query, "createdTimeTo")?,
         id_prefix: param(query, "instanceIdPrefix").map(str::to_owned),
+        name: None,
     })
 }
 

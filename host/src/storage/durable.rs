@@ -176,6 +176,10 @@ fn filter_sql(filter: &InstanceFilter, args: &mut Vec<rusqlite::types::Value>) -
         args.push(Value::Integer(to));
         clauses.push(format!("created_ms <= ?{}", args.len()));
     }
+    if let Some(name) = &filter.name {
+        args.push(Value::Text(name.clone()));
+        clauses.push(format!("name = ?{}", args.len()));
+    }
     if let Some(prefix) = &filter.id_prefix {
         args.push(Value::Text(prefix.clone()));
         clauses.push(format!("substr(id, 1, length(?{0})) = ?{0}", args.len()));
@@ -467,6 +471,20 @@ impl DurableStorage for SqliteStorage {
                 params![id.as_str(), output, now_ms()],
             )?;
             conn.execute("DELETE FROM work_items WHERE instance_id = ?1", [id.as_str()])?;
+            Ok(ChangeOutcome::Done)
+        }))
+    }
+
+    fn set_digest(&self, id: &InstanceId, digest: String) -> StorageFuture<'_, ChangeOutcome> {
+        let id = id.clone();
+        Box::pin(self.write(move |conn| {
+            if let Err(outcome) = load_unfinished(conn, &id)? {
+                return Ok(outcome);
+            }
+            conn.execute(
+                "UPDATE instances SET digest = ?2, updated_ms = ?3 WHERE id = ?1",
+                params![id.as_str(), digest, now_ms()],
+            )?;
             Ok(ChangeOutcome::Done)
         }))
     }

@@ -148,6 +148,10 @@ pub trait DurableStorage: Send + Sync + 'static {
     /// pending work.
     fn terminate(&self, id: &InstanceId, output: String) -> StorageFuture<'_, ChangeOutcome>;
 
+    /// Pins an unfinished instance to another component version (which
+    /// must be stored with [`Self::put_component`]).
+    fn set_digest(&self, id: &InstanceId, digest: String) -> StorageFuture<'_, ChangeOutcome>;
+
     /// Suspends a pending or running instance (`true`), or resumes a
     /// suspended one (`false`). Suspending a suspended instance, or resuming
     /// one that is not suspended, changes nothing and is `Done`.
