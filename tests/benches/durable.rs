@@ -6,6 +6,11 @@
 //! 2. Throughput: many hello sequences at once; activities completed per
 //!    second, start of the first to completion of the last.
 //! 3. Fan-out/fan-in of 10,000 trivial activities: start to completed.
+//! 4. Replay: an orchestrator makes 1,000 journaled calls, then awaits an
+//!    activity. On a host that evicts waiting instances at once, the
+//!    activity's result wakes it by replaying those 1,000 entries; on a
+//!    host that keeps it in memory it does not. The difference of the
+//!    medians is the cost of waking an evicted instance.
 //!
 //! Run with `cargo bench -p perdure-tests --bench durable`.
 
@@ -115,7 +120,36 @@ async fn run() -> anyhow::Result<()> {
         );
     }
     host.shutdown().await;
+
+    let hot = journal_runs(Duration::from_secs(30)).await?;
+    let evicted = journal_runs(Duration::ZERO).await?;
+    println!(
+        "{JOURNAL_ENTRIES} journaled calls then an activity: median {:.2} ms kept in memory, {:.2} ms evicted and replayed; waking by replay costs {:.2} ms",
+        ms(hot),
+        ms(evicted),
+        ms(evicted.saturating_sub(hot))
+    );
     Ok(())
+}
+
+const JOURNAL_ENTRIES: usize = 1_000;
+const JOURNAL_RUNS: usize = 21;
+
+/// Median time of `LongJournal` runs on a host with this idle eviction.
+async fn journal_runs(idle_eviction: Duration) -> anyhow::Result<Duration> {
+    let host = TestHost::start_with(&[("durable-probe.wasm", guests::DURABLE_PROBE)], |c| {
+        c.durable.idle_eviction = idle_eviction;
+    })
+    .await?;
+    let input = JOURNAL_ENTRIES.to_string();
+    run_one(&host, "LongJournal", &input).await?;
+    let mut times = Vec::with_capacity(JOURNAL_RUNS);
+    for _ in 0..JOURNAL_RUNS {
+        times.push(run_one(&host, "LongJournal", &input).await?);
+    }
+    host.shutdown().await;
+    times.sort();
+    Ok(percentile(&times, 0.5))
 }
 
 fn ms(d: Duration) -> f64 {

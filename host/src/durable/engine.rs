@@ -29,7 +29,8 @@ use crate::storage::DurableStorage;
 /// How the engine behaves; defaults suit one machine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// A waiting instance stays in memory this long before it is evicted.
+    /// A waiting instance stays in memory this long before it is evicted;
+    /// zero evicts every waiting instance at once.
     pub idle_eviction: Duration,
     /// Instances kept in memory while waiting; past this, a waiting
     /// instance is evicted at once.

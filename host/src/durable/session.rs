@@ -428,6 +428,12 @@ impl Session {
             }
             self.commit(None).await?;
             let shared = self.shared.clone();
+            // With no idle time allowed, a waiting instance leaves at once
+            // (unless a message is already there).
+            if shared.idle_limit().is_zero() && shared.try_evict(&self.record.id, &mut self.mailbox)
+            {
+                return Err(Fault::Evicted);
+            }
             tokio::select! {
                 signal = self.mailbox.recv() => match signal {
                     Some(signal) => self.take(signal),

@@ -5,6 +5,7 @@
 //!   so a test can count executions across crashes.
 //! - `HandlesFailure` calls `Fail` and turns its error into a result;
 //!   `FailsUnhandled` lets the error fail the instance.
+//! - `LongJournal` makes N journaled calls, then calls an activity.
 //! - `HelloSequence` calls `SayHello` for five cities (benchmarks).
 //! - `ClockProbe` reads the time, a guid and a HashMap's order, which must
 //!   be the same when the instance is replayed.
@@ -97,6 +98,16 @@ fn echo(value: Value) -> Result<Value> {
     Ok(value)
 }
 
+/// `count` journaled calls, then one activity: a long journal to replay
+/// when the activity's result wakes an evicted instance.
+fn long_journal(ctx: &OrchestrationContext, count: u32) -> Result<u32> {
+    for _ in 0..count {
+        ctx.new_guid();
+    }
+    let _: Value = ctx.call_activity("Echo", &count)?;
+    Ok(count)
+}
+
 /// The classic hello sequence: five activities in a row.
 fn hello_sequence(ctx: &OrchestrationContext, _input: Value) -> Result<Vec<String>> {
     ["Tokyo", "Seattle", "London", "Paris", "Cairo"]
@@ -111,6 +122,7 @@ fn say_hello(city: String) -> Result<String> {
 
 perdure_sdk::export_app! {
     Function::orchestrator("HelloSequence", hello_sequence),
+    Function::orchestrator("LongJournal", long_journal),
     Function::activity("SayHello", say_hello),
     Function::orchestrator("SleepyChain", sleepy_chain),
     Function::activity("Nap", nap),
