@@ -11,6 +11,9 @@
 //!    activity's result wakes it by replaying those 1,000 entries; on a
 //!    host that keeps it in memory it does not. The difference of the
 //!    medians is the cost of waking an evicted instance.
+//! 5. Memory (measured first): 10,000 instances waiting (each on an activity held back by a
+//!    gate), evicted from memory: the process's RSS before and while they
+//!    wait.
 //!
 //! Run with `cargo bench -p perdure-tests --bench durable`.
 
@@ -52,6 +55,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn run() -> anyhow::Result<()> {
+    // First, so that no earlier phase's memory counts.
+    waiting_memory().await?;
     let host = TestHost::start_with(
         &[
             ("durable-probe.wasm", guests::DURABLE_PROBE),
@@ -129,6 +134,86 @@ async fn run() -> anyhow::Result<()> {
         ms(evicted),
         ms(evicted.saturating_sub(hot))
     );
+
+    Ok(())
+}
+
+const WAITING: usize = 10_000;
+
+/// Resident set size of this process, in MiB.
+fn rss_mib() -> anyhow::Result<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
+    Ok(pages * 4096.0 / (1024.0 * 1024.0))
+}
+
+async fn waiting_memory() -> anyhow::Result<()> {
+    let host = TestHost::start_with(&[("durable-probe.wasm", guests::DURABLE_PROBE)], |c| {
+        c.sandbox.max_instances = 1000;
+        c.durable.idle_eviction = Duration::ZERO;
+    })
+    .await?;
+    let engine = host.engine().clone();
+    run_one(&host, "HelloSequence", "null").await?;
+    let before = rss_mib()?;
+    let mut starts = tokio::task::JoinSet::new();
+    for _ in 0..WAITING {
+        let engine = engine.clone();
+        starts.spawn(async move {
+            engine
+                .start_new("WaitForGate", None, "\"gate\"".into(), None)
+                .await
+        });
+    }
+    let mut ids = Vec::with_capacity(WAITING);
+    while let Some(id) = starts.join_next().await {
+        ids.push(id??);
+    }
+    // Waiting means the first episode committed: the instance is Running.
+    let filter = perdure::durable::model::InstanceFilter {
+        statuses: vec![RuntimeStatus::Running],
+        name: Some("WaitForGate".into()),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let running = engine.unfinished_of("WaitForGate").await?.len();
+        let page = engine.list(filter.clone(), WAITING, None).await?;
+        if page.instances.len() == WAITING && running == WAITING {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {WAITING} instances are waiting",
+                page.instances.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waiting = rss_mib()?;
+    println!(
+        "{WAITING} instances waiting, evicted: RSS {waiting:.1} MiB (was {before:.1} MiB before they started: +{:.1} MiB)",
+        waiting - before
+    );
+    engine
+        .start_new("HelloSequence", None, "null".into(), None)
+        .await?;
+    let gate = perdure::durable::model::InstanceId::parse("gate")?;
+    engine
+        .start_new("HelloSequence", Some(gate), "null".into(), None)
+        .await?;
+    for id in &ids {
+        match engine.wait_for_completion(id, DEADLINE).await? {
+            Some(r) if r.status == RuntimeStatus::Completed => {}
+            other => bail!("{id} did not complete: {other:?}"),
+        }
+    }
+    println!("all {WAITING} completed once the gate opened");
+    host.shutdown().await;
     Ok(())
 }
 

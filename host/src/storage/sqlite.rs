@@ -26,6 +26,11 @@ const MIGRATIONS: &[&str] = &[
 /// Jobs taken into one transaction at most.
 const MAX_BATCH: usize = 1024;
 
+/// Reads that run at once, and so reader connections (each with its own
+/// page cache) and blocking threads held for reads. Without a bound, a
+/// burst of reads grows both by hundreds.
+const MAX_READERS: usize = 32;
+
 /// A write: `run` executes inside its own savepoint and says whether it
 /// succeeded (to keep or roll back the savepoint); `finish` is called with
 /// the outcome of the batch's commit.
@@ -39,6 +44,7 @@ pub struct SqliteStorage {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    read_slots: Arc<tokio::sync::Semaphore>,
     writer_thread: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
@@ -90,6 +96,7 @@ impl SqliteStorage {
             path: path.to_path_buf(),
             writer: Mutex::new(Some(tx)),
             readers: Arc::new(Mutex::new(Vec::new())),
+            read_slots: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
             writer_thread: Mutex::new(Some(handle)),
         })
     }
@@ -140,6 +147,11 @@ impl SqliteStorage {
     {
         let readers = self.readers.clone();
         let path = self.path.clone();
+        let _slot = self
+            .read_slots
+            .acquire()
+            .await
+            .map_err(|_| StorageError::Closed)?;
         tokio::task::spawn_blocking(move || {
             let pooled = readers.lock().ok().and_then(|mut pool| pool.pop());
             let conn = match pooled {

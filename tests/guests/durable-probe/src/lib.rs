@@ -5,6 +5,8 @@
 //!   so a test can count executions across crashes.
 //! - `HandlesFailure` calls `Fail` and turns its error into a result;
 //!   `FailsUnhandled` lets the error fail the instance.
+//! - `WaitForGate` waits (in its activity) until the test creates an
+//!   instance with the given id.
 //! - `LongJournal` makes N journaled calls, then calls an activity.
 //! - `HelloSequence` calls `SayHello` for five cities (benchmarks).
 //! - `ClockProbe` reads the time, a guid and a HashMap's order, which must
@@ -108,6 +110,19 @@ fn long_journal(ctx: &OrchestrationContext, count: u32) -> Result<u32> {
     Ok(count)
 }
 
+/// Waits on `GateStep` until an instance with id `gate` exists.
+fn wait_for_gate(ctx: &OrchestrationContext, gate: String) -> Result<String> {
+    ctx.call_activity("GateStep", &gate)
+}
+
+fn gate_step(gate: String) -> Result<String> {
+    let client = DurableClient::new();
+    while client.get_status(&gate)?.is_none() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok("opened".into())
+}
+
 /// The classic hello sequence: five activities in a row.
 fn hello_sequence(ctx: &OrchestrationContext, _input: Value) -> Result<Vec<String>> {
     ["Tokyo", "Seattle", "London", "Paris", "Cairo"]
@@ -123,6 +138,8 @@ fn say_hello(city: String) -> Result<String> {
 perdure_sdk::export_app! {
     Function::orchestrator("HelloSequence", hello_sequence),
     Function::orchestrator("LongJournal", long_journal),
+    Function::orchestrator("WaitForGate", wait_for_gate),
+    Function::activity("GateStep", gate_step),
     Function::activity("SayHello", say_hello),
     Function::orchestrator("SleepyChain", sleepy_chain),
     Function::activity("Nap", nap),
