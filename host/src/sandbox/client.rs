@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::bindings::perdure::functions::{client, types};
 use super::state::InvocationState;
 use crate::durable::model::{InstanceId, InstanceRecord, RuntimeStatus};
-use crate::durable::{Engine, ManagementUrls, PlainResponse, StartError};
+use crate::durable::{Engine, PlainResponse, StartError};
 use crate::storage::{ChangeOutcome, EventOutcome, StorageError};
 
 type Json = String;
@@ -242,7 +242,8 @@ impl client::Host for InvocationState {
         base_url: String,
         instance_id: String,
     ) -> wasmtime::Result<types::HttpResponse> {
-        let urls = self.urls(&base_url, &instance_id)?;
+        let (engine, id) = self.instance_target(&instance_id)?;
+        let urls = engine.management_urls(&base_url, &id);
         Ok(wit_response(PlainResponse::check_status(&urls)))
     }
 
@@ -252,31 +253,28 @@ impl client::Host for InvocationState {
         instance_id: String,
         timeout: u64,
     ) -> wasmtime::Result<types::HttpResponse> {
-        let urls = self.urls(&base_url, &instance_id)?;
-        let engine = self.engine().map_err(|e| wasmtime::Error::msg(e.message))?;
-        let id = parse_id(&instance_id).map_err(|e| wasmtime::Error::msg(e.message))?;
-        // The wait counts as waiting, not computing: the guest's time
-        // limit starts again once it returns.
+        let (engine, id) = self.instance_target(&instance_id)?;
         let waited = engine
             .wait_for_completion(&id, Duration::from_millis(timeout))
             .await;
-        self.deadline = std::time::Instant::now() + self.time_limit;
+        // The wait counts as waiting, not computing.
+        self.resumed();
         Ok(wit_response(match waited {
             Ok(Some(record)) if record.status.is_finished() => {
                 PlainResponse::output(record.output.as_deref())
             }
-            _ => PlainResponse::check_status(&urls),
+            _ => PlainResponse::check_status(&engine.management_urls(&base_url, &id)),
         }))
     }
 }
 
 impl InvocationState {
-    /// The management URLs of an instance. A malformed id is the guest's
-    /// bug in a call that cannot return an error: it traps.
-    fn urls(&self, base_url: &str, instance_id: &str) -> wasmtime::Result<ManagementUrls> {
+    /// The engine and a parsed instance id, for the calls that cannot
+    /// return an error: a malformed id is the guest's bug there, and traps.
+    fn instance_target(&self, instance_id: &str) -> wasmtime::Result<(Arc<Engine>, InstanceId)> {
         let engine = self.engine().map_err(|e| wasmtime::Error::msg(e.message))?;
         let id = parse_id(instance_id).map_err(|e| wasmtime::Error::msg(e.message))?;
-        Ok(engine.management_urls(base_url, &id))
+        Ok((engine, id))
     }
 }
 

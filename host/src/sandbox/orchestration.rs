@@ -3,8 +3,6 @@
 //! A [`Fault`] stops the orchestrator (the call traps) and is kept in the
 //! session for the engine to act on.
 
-use std::time::Instant;
-
 use super::bindings::perdure::functions::{orchestration, types};
 use super::state::{InvocationState, Role};
 use crate::durable::model::TaskOutcome;
@@ -47,12 +45,6 @@ impl InvocationState {
     ) -> wasmtime::Result<T> {
         let session = self.session()?;
         call(session).map_err(|fault| session.fail(fault))
-    }
-
-    /// After a call that may have blocked, the guest gets its full time
-    /// limit again: the limit bounds computation, not waiting.
-    fn resumed(&mut self) {
-        self.deadline = Instant::now() + self.time_limit;
     }
 
     /// A call this host version does not answer yet: the instance fails

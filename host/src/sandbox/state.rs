@@ -146,6 +146,12 @@ fn instance_seed(instance: &str) -> Vec<u8> {
 }
 
 impl InvocationState {
+    /// After a host call that may have blocked, the guest gets its full
+    /// time limit again: the limit bounds computation, not waiting.
+    pub(crate) fn resumed(&mut self) {
+        self.deadline = Instant::now() + self.time_limit;
+    }
+
     /// A deny-by-default WASI context: no preopened directories, no
     /// environment, no arguments, no sockets or name lookups; stdout and
     /// stderr go to the host log, within `log_budget` bytes.
