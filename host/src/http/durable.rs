@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::json;
@@ -17,7 +17,9 @@ use super::durable_views::{
     StatusOptions, flag, history_view, instance_filter, param, seconds, status_view,
 };
 use super::error::json_response;
-use super::{ApiError, HttpContext, HttpResponse, presented_key, query_pairs, read_body};
+use super::{
+    ApiError, HttpContext, HttpResponse, presented_key, query_pairs, read_body, require_master,
+};
 use crate::durable::model::{InstanceId, InstanceRecord};
 use crate::durable::urls::RETRY_AFTER_SECS;
 use crate::durable::{PlainResponse, StartError};
@@ -58,18 +60,19 @@ pub(super) async fn handle(
         (&Method::DELETE, ["instances"]) => purge_many(ctx, req).await,
         (_, ["instances", id, ..]) => {
             let id = parse_id(id)?;
-            authorize_instance(ctx, &req, &id)?;
+            let query = query_pairs(&req);
+            authorize_instance(ctx, req.headers(), &query, &id)?;
             match (&method, &segments[2..]) {
-                (&Method::GET, []) => status(ctx, req, &id).await,
+                (&Method::GET, []) => status(ctx, req.headers(), &query, &id).await,
                 (&Method::DELETE, []) => purge(ctx, &id).await,
                 (&Method::POST, ["raiseEvent", event]) => raise_event(ctx, req, &id, event).await,
                 (&Method::POST, ["terminate"]) => {
-                    let reason = reason(&req);
-                    changed(&id, ctx.engine.terminate(&id, &reason).await?)
+                    let reason = param(&query, "reason").unwrap_or_default();
+                    changed(&id, ctx.engine.terminate(&id, reason).await?)
                 }
                 (&Method::POST, ["suspend"]) => changed(&id, ctx.engine.suspend(&id).await?),
                 (&Method::POST, ["resume"]) => changed(&id, ctx.engine.resume(&id).await?),
-                (&Method::POST, ["restart"]) => restart(ctx, req, &id).await,
+                (&Method::POST, ["restart"]) => restart(ctx, req.headers(), &query, &id).await,
                 _ => Err(no_route(&method, rest)),
             }
         }
@@ -88,17 +91,14 @@ fn parse_id(id: &str) -> Result<InstanceId, ApiError> {
     InstanceId::parse(id).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-fn require_master(ctx: &HttpContext, req: &Request<Incoming>) -> Result<(), ApiError> {
-    super::require_master(ctx, req)
-}
-
 /// The master key or the instance's own key.
 fn authorize_instance(
     ctx: &HttpContext,
-    req: &Request<Incoming>,
+    headers: &HeaderMap,
+    query: &[(String, String)],
     id: &InstanceId,
 ) -> Result<(), ApiError> {
-    match presented_key(req.headers(), &query_pairs(req)) {
+    match presented_key(headers, query) {
         Some(key) if ctx.engine.authorizes(&key, id.as_str()) => Ok(()),
         Some(_) => Err(ApiError::unauthorized(format!(
             "the key is neither the master key nor the key of instance {id}"
@@ -107,12 +107,6 @@ fn authorize_instance(
             "this route needs the master key or the instance's key (the `code` of its status URL)",
         )),
     }
-}
-
-fn reason(req: &Request<Incoming>) -> String {
-    param(&query_pairs(req), "reason")
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// A JSON body as text: empty is `null`; anything else must parse.
@@ -134,8 +128,8 @@ async fn json_body(
     Ok(text.to_owned())
 }
 
-fn base_url(ctx: &HttpContext, req: &Request<Incoming>) -> String {
-    super::triggers::base_url(req.headers(), ctx)
+fn base_url(ctx: &HttpContext, headers: &HeaderMap) -> String {
+    super::triggers::base_url(headers, ctx)
 }
 
 fn plain(response: PlainResponse) -> HttpResponse {
@@ -164,7 +158,7 @@ async fn start(
     let timeout = seconds(&query, "timeout")?;
     // Accepted for compatibility; completion is awaited, not polled.
     seconds(&query, "pollingInterval")?;
-    let base = base_url(ctx, &req);
+    let base = base_url(ctx, req.headers());
     let input = json_body(ctx, req, "input").await?;
     let id = ctx
         .engine
@@ -195,16 +189,16 @@ async fn start(
 
 async fn status(
     ctx: &HttpContext,
-    req: Request<Incoming>,
+    headers: &HeaderMap,
+    query: &[(String, String)],
     id: &InstanceId,
 ) -> Result<HttpResponse, ApiError> {
-    let query = query_pairs(&req);
     let options = StatusOptions {
-        show_input: flag(&query, "showInput", true)?,
-        show_history: flag(&query, "showHistory", false)?,
-        show_history_output: flag(&query, "showHistoryOutput", false)?,
+        show_input: flag(query, "showInput", true)?,
+        show_history: flag(query, "showHistory", false)?,
+        show_history_output: flag(query, "showHistoryOutput", false)?,
     };
-    let error_on_failure = flag(&query, "returnInternalServerErrorOnFailure", false)?;
+    let error_on_failure = flag(query, "returnInternalServerErrorOnFailure", false)?;
     let (record, view) = if options.show_history {
         let Some(history) = ctx.engine.history(id).await? else {
             return Err(unknown(id));
@@ -232,7 +226,7 @@ async fn status(
     };
     let mut response = json_response(code, &view);
     if code == StatusCode::ACCEPTED {
-        let urls = ctx.engine.management_urls(&base_url(ctx, &req), id);
+        let urls = ctx.engine.management_urls(&base_url(ctx, headers), id);
         if let Ok(location) = HeaderValue::from_str(&urls.status_query_get_uri) {
             response.headers_mut().insert(header::LOCATION, location);
         }
@@ -299,10 +293,11 @@ async fn purge(ctx: &HttpContext, id: &InstanceId) -> Result<HttpResponse, ApiEr
 
 async fn restart(
     ctx: &HttpContext,
-    req: Request<Incoming>,
+    headers: &HeaderMap,
+    query: &[(String, String)],
     id: &InstanceId,
 ) -> Result<HttpResponse, ApiError> {
-    let new_id = flag(&query_pairs(&req), "restartWithNewInstanceId", true)?;
+    let new_id = flag(query, "restartWithNewInstanceId", true)?;
     let record: InstanceRecord = ctx.engine.status(id).await?.ok_or_else(|| unknown(id))?;
     let target = if new_id { None } else { Some(id.clone()) };
     let started = ctx
@@ -321,7 +316,8 @@ async fn restart(
             StartError::Storage(e) => e.into(),
         })?;
     Ok(plain(PlainResponse::check_status(
-        &ctx.engine.management_urls(&base_url(ctx, &req), &started),
+        &ctx.engine
+            .management_urls(&base_url(ctx, headers), &started),
     )))
 }
 

@@ -219,7 +219,8 @@ pub(super) fn instance_filter(query: &[(String, String)]) -> Result<InstanceFilt
     })
 }
 
-/// A whole number of seconds, as the `timeout` parameter takes.
+/// A non-negative number of seconds (fractions allowed), as the `timeout`
+/// parameter takes.
 pub(super) fn seconds(query: &[(String, String)], name: &str) -> Result<Option<f64>, ApiError> {
     param(query, name)
         .map(|v| {
