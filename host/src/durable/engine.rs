@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 
-use super::model::{History, InboxMessage, InstanceId, RuntimeStatus, TaskOutcome, WorkItem};
+use super::model::{InboxMessage, InstanceId, RuntimeStatus, TaskOutcome, WorkItem};
 use super::session::{Fault, Session};
 use crate::model::{Digest, FunctionKind};
 use crate::registry::Registry;
@@ -318,18 +318,13 @@ async fn run_instance(
                 return;
             }
         };
-        let Some(History {
-            record,
-            journal,
-            inbox,
-        }) = history
-        else {
+        let Some(history) = history else {
             if leave(&shared, &id, &mut mailbox) {
                 return;
             }
             continue;
         };
-        if record.status.is_finished() {
+        if history.record.status.is_finished() {
             if leave(&shared, &id, &mut mailbox) {
                 return;
             }
@@ -337,18 +332,19 @@ async fn run_instance(
         }
         // Signals already queued may repeat what the history holds; the
         // session ignores messages it has seen (by arrival).
-        let code = match shared.code_for(&record.app, &record.digest).await {
+        let code = shared
+            .code_for(&history.record.app, &history.record.digest)
+            .await;
+        let session = Session::new(history, mailbox, shared.clone());
+        let code = match code {
             Ok(code) => code,
             Err(e) => {
-                let mut session = Session::new(record, journal, inbox, mailbox, shared.clone());
+                let mut session = session;
                 let _ = session.commit(Some(failed(&e))).await;
                 mailbox = session.into_mailbox();
                 continue;
             }
         };
-        let session = Session::new(record, journal, inbox, mailbox, shared.clone());
-        // Boxed: the sandbox's future is large, and only running sessions
-        // need it.
         let (result, session) =
             Box::pin(shared.registry.sandbox().run_orchestrator(&code, session)).await;
         let Some(mut session) = session else {

@@ -102,12 +102,15 @@ pub(crate) struct Session {
 
 impl Session {
     pub(crate) fn new(
-        record: InstanceRecord,
-        journal: Vec<JournalEntry>,
-        inbox: Vec<InboxMessage>,
+        history: History,
         mailbox: mpsc::UnboundedReceiver<Signal>,
         shared: Arc<Shared>,
     ) -> Self {
+        let History {
+            record,
+            journal,
+            inbox,
+        } = history;
         let started = record.status != RuntimeStatus::Pending;
         let suspended = record.status == RuntimeStatus::Suspended;
         let mut session = Self {
@@ -160,13 +163,7 @@ impl Session {
     /// nothing: the check an upgrade makes.
     pub(crate) fn verifier(history: History, shared: Arc<Shared>) -> Self {
         let (_closed, mailbox) = mpsc::unbounded_channel();
-        let mut session = Self::new(
-            history.record,
-            history.journal,
-            history.inbox,
-            mailbox,
-            shared,
-        );
+        let mut session = Self::new(history, mailbox, shared);
         session.verify_only = true;
         session
     }
