@@ -20,7 +20,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use perdure::durable::model::RuntimeStatus;
+use std::sync::Arc;
+
+use perdure::durable::Engine;
+use perdure::durable::model::{InstanceId, RuntimeStatus};
 use perdure_tests::{TestHost, guests};
 
 const LATENCY_RUNS: usize = 50;
@@ -47,6 +50,37 @@ async fn run_one(host: &TestHost, name: &str, input: &str) -> anyhow::Result<Dur
         Some(r) if r.status == RuntimeStatus::Completed => Ok(elapsed),
         other => bail!("{name} did not complete: {other:?}"),
     }
+}
+
+/// Starts `count` instances concurrently, as many clients would: their
+/// writes share group commits.
+async fn start_many(
+    engine: &Arc<Engine>,
+    name: &'static str,
+    input: &'static str,
+    count: usize,
+) -> anyhow::Result<Vec<InstanceId>> {
+    let mut starts = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let engine = engine.clone();
+        starts.spawn(async move { engine.start_new(name, None, input.into(), None).await });
+    }
+    let mut ids = Vec::with_capacity(count);
+    while let Some(id) = starts.join_next().await {
+        ids.push(id??);
+    }
+    Ok(ids)
+}
+
+/// Waits for every instance; fails unless each completed.
+async fn all_completed(engine: &Engine, ids: &[InstanceId]) -> anyhow::Result<()> {
+    for id in ids {
+        match engine.wait_for_completion(id, DEADLINE).await? {
+            Some(r) if r.status == RuntimeStatus::Completed => {}
+            other => bail!("{id} did not complete: {other:?}"),
+        }
+    }
+    Ok(())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -84,28 +118,9 @@ async fn run() -> anyhow::Result<()> {
 
     let engine = host.engine();
     let started = Instant::now();
-    // Started concurrently, as many clients would: their writes share
-    // group commits.
-    let mut starts = tokio::task::JoinSet::new();
-    for _ in 0..CONCURRENT_CHAINS {
-        let engine = engine.clone();
-        starts.spawn(async move {
-            engine
-                .start_new("HelloSequence", None, "null".into(), None)
-                .await
-        });
-    }
-    let mut ids = Vec::with_capacity(CONCURRENT_CHAINS);
-    while let Some(id) = starts.join_next().await {
-        ids.push(id??);
-    }
+    let ids = start_many(engine, "HelloSequence", "null", CONCURRENT_CHAINS).await?;
     let started_all = started.elapsed();
-    for id in &ids {
-        match engine.wait_for_completion(id, DEADLINE).await? {
-            Some(r) if r.status == RuntimeStatus::Completed => {}
-            other => bail!("{id} did not complete: {other:?}"),
-        }
-    }
+    all_completed(engine, &ids).await?;
     let elapsed = started.elapsed();
     let activities = CONCURRENT_CHAINS * ACTIVITIES_PER_CHAIN;
     println!(
@@ -160,19 +175,7 @@ async fn waiting_memory() -> anyhow::Result<()> {
     let engine = host.engine().clone();
     run_one(&host, "HelloSequence", "null").await?;
     let before = rss_mib()?;
-    let mut starts = tokio::task::JoinSet::new();
-    for _ in 0..WAITING {
-        let engine = engine.clone();
-        starts.spawn(async move {
-            engine
-                .start_new("WaitForGate", None, "\"gate\"".into(), None)
-                .await
-        });
-    }
-    let mut ids = Vec::with_capacity(WAITING);
-    while let Some(id) = starts.join_next().await {
-        ids.push(id??);
-    }
+    let ids = start_many(&engine, "WaitForGate", "\"gate\"", WAITING).await?;
     // Waiting means the first episode committed: the instance is Running.
     let filter = perdure::durable::model::InstanceFilter {
         statuses: vec![RuntimeStatus::Running],
@@ -181,9 +184,8 @@ async fn waiting_memory() -> anyhow::Result<()> {
     };
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let running = engine.unfinished_of("WaitForGate").await?.len();
         let page = engine.list(filter.clone(), WAITING, None).await?;
-        if page.instances.len() == WAITING && running == WAITING {
+        if page.instances.len() == WAITING {
             break;
         }
         if Instant::now() > deadline {
@@ -202,16 +204,11 @@ async fn waiting_memory() -> anyhow::Result<()> {
     engine
         .start_new("HelloSequence", None, "null".into(), None)
         .await?;
-    let gate = perdure::durable::model::InstanceId::parse("gate")?;
+    let gate = InstanceId::parse("gate")?;
     engine
         .start_new("HelloSequence", Some(gate), "null".into(), None)
         .await?;
-    for id in &ids {
-        match engine.wait_for_completion(id, DEADLINE).await? {
-            Some(r) if r.status == RuntimeStatus::Completed => {}
-            other => bail!("{id} did not complete: {other:?}"),
-        }
-    }
+    all_completed(&engine, &ids).await?;
     println!("all {WAITING} completed once the gate opened");
     host.shutdown().await;
     Ok(())
