@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 
-use super::model::{InboxMessage, InstanceId, RuntimeStatus, TaskOutcome, WorkItem};
+use super::model::{Effects, InboxMessage, InstanceId, RuntimeStatus, TaskOutcome, WorkItem};
 use super::session::{Fault, Session};
+use super::timers::TimerClock;
 use crate::model::{Digest, FunctionKind};
 use crate::registry::Registry;
 use crate::sandbox::{ActivityInfo, AppCode, Caller, GuestError, InvocationError};
@@ -94,6 +95,8 @@ pub(crate) struct Shared {
     versions: Mutex<HashMap<String, AppCode>>,
     /// Counts instances that finished; waiters for completion watch it.
     finished: tokio::sync::watch::Sender<u64>,
+    /// Wakes the timer task when an earlier timer is set.
+    pub(crate) timers: TimerClock,
     pub(crate) stopping: AtomicBool,
 }
 
@@ -120,6 +123,7 @@ impl Shared {
             stored_digests: Mutex::new(HashSet::new()),
             versions: Mutex::new(HashMap::new()),
             finished: tokio::sync::watch::Sender::new(0),
+            timers: TimerClock::default(),
             stopping: AtomicBool::new(false),
         })
     }
@@ -131,6 +135,7 @@ impl Shared {
     /// Stops every session (their mailboxes close) and activity.
     pub(crate) fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+        self.timers.stop();
         lock(&self.hot).clear();
         self.activity_slots.close();
         self.session_slots.close();
@@ -235,6 +240,35 @@ impl Shared {
         hot.insert(id.clone(), tx);
         drop(hot);
         tokio::spawn(run_instance(self.clone(), id.clone(), rx));
+    }
+
+    /// Acts on what a storage write set in motion: dispatches work,
+    /// delivers messages, wakes and stops instances, and tells the timer
+    /// task about new timers.
+    pub(crate) fn apply(self: &Arc<Self>, effects: Effects) {
+        let Effects {
+            work,
+            messages,
+            wake,
+            cancelled,
+            next_timer_ms,
+        } = effects;
+        self.dispatch(work);
+        for (id, message) in messages {
+            self.deliver(&id, Signal::Message(message));
+        }
+        for id in wake {
+            self.deliver(&id, Signal::Wake);
+        }
+        if !cancelled.is_empty() {
+            for id in &cancelled {
+                self.notify_if_hot(id, Signal::Cancel);
+            }
+            self.announce_finished();
+        }
+        if let Some(at) = next_timer_ms {
+            self.timers.schedule(at);
+        }
     }
 
     /// Runs committed work items (each at most once at a time here).
@@ -391,7 +425,7 @@ async fn run_instance(
             None => {
                 let end = match result {
                     Ok(Ok(output)) => match session.finish_replay() {
-                        Ok(()) => (RuntimeStatus::Completed, output),
+                        Ok(()) => session.returned(output),
                         Err(fault) => failed(&fault_error(&fault)),
                     },
                     Ok(Err(error)) => failed(&error),
@@ -469,9 +503,12 @@ async fn run_leased_activity(
 ) {
     let outcome = execute_activity(&shared, &item).await;
     drop(permit);
-    match shared.storage.complete_work(&item, outcome).await {
-        Ok(Some(message)) => shared.deliver(&item.instance_id, Signal::Message(message)),
-        Ok(None) => tracing::debug!(item = item.id, "duplicate activity completion ignored"),
+    match shared
+        .storage
+        .complete_work(&item, outcome, shared.lease_ms())
+        .await
+    {
+        Ok(effects) => shared.apply(effects),
         Err(e) => tracing::error!(
             item = item.id,
             "cannot record an activity's outcome (it runs again when its lease expires): {e}"

@@ -16,6 +16,11 @@ pub mod kind {
     pub const AWAIT_ALL: &str = "await-all";
     pub const AWAIT_ANY: &str = "await-any";
     pub const CANCEL_TASK: &str = "cancel-task";
+    pub const SCHEDULE_TIMER: &str = "schedule-timer";
+    pub const SCHEDULE_EVENT_WAIT: &str = "schedule-event-wait";
+    pub const SCHEDULE_SUB_ORCHESTRATION: &str = "schedule-sub-orchestration";
+    pub const START_ORCHESTRATION: &str = "start-orchestration";
+    pub const CONTINUE_AS_NEW: &str = "continue-as-new";
 }
 
 /// A call an orchestrator makes, before it is answered.
@@ -53,6 +58,40 @@ impl Call {
         )
     }
 
+    pub fn schedule_timer(fire_at_ms: i64) -> Self {
+        Self::new(kind::SCHEDULE_TIMER, json!({ "fireAt": fire_at_ms }))
+    }
+
+    pub fn schedule_event_wait(name: &str) -> Self {
+        Self::new(kind::SCHEDULE_EVENT_WAIT, json!({ "name": name }))
+    }
+
+    pub fn schedule_sub_orchestration(
+        name: &str,
+        instance_id: Option<&str>,
+        input: &str,
+        retry: Option<Value>,
+    ) -> Self {
+        Self::new(
+            kind::SCHEDULE_SUB_ORCHESTRATION,
+            json!({ "name": name, "instanceId": instance_id, "input": input, "retry": retry }),
+        )
+    }
+
+    pub fn start_orchestration(name: &str, instance_id: Option<&str>, input: &str) -> Self {
+        Self::new(
+            kind::START_ORCHESTRATION,
+            json!({ "name": name, "instanceId": instance_id, "input": input }),
+        )
+    }
+
+    pub fn continue_as_new(input: &str, preserve_unprocessed_events: bool) -> Self {
+        Self::new(
+            kind::CONTINUE_AS_NEW,
+            json!({ "input": input, "preserveUnprocessedEvents": preserve_unprocessed_events }),
+        )
+    }
+
     pub fn await_all(tasks: &[u64]) -> Self {
         Self::new(kind::AWAIT_ALL, json!({ "tasks": tasks }))
     }
@@ -81,43 +120,66 @@ pub fn describe_entry(entry: &JournalEntry) -> String {
     format!("{} {}", entry.kind, entry.request)
 }
 
-/// A task outcome as JSON: `{"ok": <output text>}` or `{"error": {...}}`.
-pub fn outcome_to_value(outcome: &TaskOutcome) -> Value {
-    match outcome {
+/// How an awaited task ended: its outcome and, for an event wait, the
+/// arrival of the event it consumed (so a replay consumes the same one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub outcome: TaskOutcome,
+    pub event: Option<i64>,
+}
+
+impl From<TaskOutcome> for Answer {
+    fn from(outcome: TaskOutcome) -> Self {
+        Self {
+            outcome,
+            event: None,
+        }
+    }
+}
+
+/// An answer as JSON: `{"ok": <output text>}` or `{"error": {...}}`, with
+/// `"event": <arrival>` for a consumed event.
+pub fn answer_to_value(answer: &Answer) -> Value {
+    let mut value = match &answer.outcome {
         Ok(output) => json!({ "ok": output }),
         Err(e) => json!({ "error": e }),
-    }
-}
-
-/// Reads back [`outcome_to_value`]; `None` if `value` is not one.
-pub fn outcome_from_value(value: &Value) -> Option<TaskOutcome> {
-    if let Some(ok) = value.get("ok").and_then(Value::as_str) {
-        return Some(Ok(ok.to_owned()));
+    };
+    if let Some(arrival) = answer.event {
+        value["event"] = json!(arrival);
     }
     value
-        .get("error")
-        .map(|e| Err(GuestError::from_stored(&e.to_string())))
 }
 
-/// The recorded result of `await-all`: one outcome per task.
-pub fn await_all_result(outcomes: &[TaskOutcome]) -> String {
-    Value::Array(outcomes.iter().map(outcome_to_value).collect()).to_string()
+/// Reads back [`answer_to_value`]; `None` if `value` is not one.
+pub fn answer_from_value(value: &Value) -> Option<Answer> {
+    let event = value.get("event").and_then(Value::as_i64);
+    let outcome = if let Some(ok) = value.get("ok").and_then(Value::as_str) {
+        Ok(ok.to_owned())
+    } else {
+        Err(GuestError::from_stored(&value.get("error")?.to_string()))
+    };
+    Some(Answer { outcome, event })
 }
 
-pub fn parse_await_all(result: &str) -> Option<Vec<TaskOutcome>> {
+/// The recorded result of `await-all`: one answer per task.
+pub fn await_all_result(answers: &[Answer]) -> String {
+    Value::Array(answers.iter().map(answer_to_value).collect()).to_string()
+}
+
+pub fn parse_await_all(result: &str) -> Option<Vec<Answer>> {
     let value: Value = serde_json::from_str(result).ok()?;
-    value.as_array()?.iter().map(outcome_from_value).collect()
+    value.as_array()?.iter().map(answer_from_value).collect()
 }
 
-/// The recorded result of `await-any`: the winner's index and outcome.
-pub fn await_any_result(index: usize, outcome: &TaskOutcome) -> String {
-    json!({ "index": index, "outcome": outcome_to_value(outcome) }).to_string()
+/// The recorded result of `await-any`: the winner's index and answer.
+pub fn await_any_result(index: usize, answer: &Answer) -> String {
+    json!({ "index": index, "outcome": answer_to_value(answer) }).to_string()
 }
 
-pub fn parse_await_any(result: &str) -> Option<(usize, TaskOutcome)> {
+pub fn parse_await_any(result: &str) -> Option<(usize, Answer)> {
     let value: Value = serde_json::from_str(result).ok()?;
     let index = usize::try_from(value.get("index")?.as_u64()?).ok()?;
-    Some((index, outcome_from_value(value.get("outcome")?)?))
+    Some((index, answer_from_value(value.get("outcome")?)?))
 }
 
 /// A UUID derived from an instance id and a sequence number (same inputs,
@@ -145,15 +207,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn outcomes_round_trip() {
-        let outcomes = vec![
-            Ok("\"Task1 completed\"".to_owned()),
-            Err(GuestError::new("application", "declined")),
+    fn answers_round_trip() {
+        let answers = vec![
+            Answer::from(Ok("\"Task1 completed\"".to_owned())),
+            Answer::from(Err(GuestError::new("application", "declined"))),
+            Answer {
+                outcome: Ok("{\"approved\":true}".to_owned()),
+                event: Some(42),
+            },
         ];
-        let text = await_all_result(&outcomes);
-        assert_eq!(parse_await_all(&text), Some(outcomes.clone()));
-        let any = await_any_result(1, &outcomes[1]);
-        assert_eq!(parse_await_any(&any), Some((1, outcomes[1].clone())));
+        let text = await_all_result(&answers);
+        assert_eq!(parse_await_all(&text), Some(answers.clone()));
+        let any = await_any_result(2, &answers[2]);
+        assert_eq!(parse_await_any(&any), Some((2, answers[2].clone())));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 mod engine;
 pub mod journal;
 pub mod model;
+pub mod retry;
 pub(crate) mod session;
+mod timers;
 mod upgrade;
 pub mod urls;
 
@@ -80,8 +82,9 @@ impl Engine {
     }
 
     /// Resumes what a previous process left: every leased work item is
-    /// taken over and run again, every unfinished instance is woken. Then
-    /// keeps re-running work whose lease expires.
+    /// taken over and run again, every unfinished instance is woken, timers
+    /// that came due meanwhile fire. Then keeps firing timers and re-running
+    /// work whose lease expires.
     pub async fn recover(self: &Arc<Self>) -> Result<(), StorageError> {
         let shared = &self.shared;
         let lease = shared.lease_ms();
@@ -109,6 +112,7 @@ impl Engine {
         for id in unfinished {
             shared.deliver(&id, Signal::Wake);
         }
+        tokio::spawn(timers::run(self.shared.clone()));
         let sweeper = Arc::downgrade(&self.shared);
         let period = Duration::from_millis((lease / 4).max(1) as u64);
         tokio::spawn(async move {
@@ -169,6 +173,7 @@ impl Engine {
             parent_id: parent.map(|p| p.to_string()),
             created_ms: now,
             updated_ms: now,
+            started_ms: now,
         };
         match self.shared.storage().create_instance(record).await? {
             CreateOutcome::Created => {
@@ -214,19 +219,17 @@ impl Engine {
         Ok(outcome)
     }
 
-    /// Ends an unfinished instance with `reason` as its output; its pending
-    /// activities are dropped and its session, if in memory, stops.
+    /// Ends an unfinished instance and its unfinished sub-orchestrations
+    /// with `reason` as their output; their pending activities and timers
+    /// are dropped and their sessions, if in memory, stop.
     pub async fn terminate(
         &self,
         id: &InstanceId,
         reason: &str,
     ) -> Result<ChangeOutcome, StorageError> {
         let output = serde_json::Value::String(reason.to_owned()).to_string();
-        let outcome = self.shared.storage().terminate(id, output).await?;
-        if outcome == ChangeOutcome::Done {
-            self.shared.notify_if_hot(id, Signal::Cancel);
-            self.shared.announce_finished();
-        }
+        let (outcome, effects) = self.shared.storage().terminate(id, output).await?;
+        self.shared.apply(effects);
         Ok(outcome)
     }
 

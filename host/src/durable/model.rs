@@ -133,6 +133,9 @@ pub struct InstanceRecord {
     pub parent_id: Option<String>,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// When the current generation started (creation, or the last
+    /// continue-as-new); the orchestration clock starts here.
+    pub started_ms: i64,
 }
 
 /// One journaled host call: what was asked and what was answered.
@@ -154,9 +157,27 @@ pub struct History {
     pub record: InstanceRecord,
     pub journal: Vec<JournalEntry>,
     pub inbox: Vec<InboxMessage>,
+    /// Messages with an arrival at or below this belong to an earlier
+    /// generation (before a continue-as-new) unless they are in `inbox`.
+    pub arrival_floor: i64,
+    /// Failed attempts of retrying tasks, for history views.
+    pub attempts: Vec<TaskAttempt>,
 }
 
-/// The outcome of a task (an activity, for now): JSON output or an error.
+/// A failed attempt of a task that retries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskAttempt {
+    pub task_id: u64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub error: GuestError,
+    pub failed_ms: i64,
+    /// When the next attempt is due.
+    pub retry_at_ms: i64,
+}
+
+/// The outcome of a task (an activity, a timer, an event wait or a
+/// sub-orchestration): JSON output or an error.
 pub type TaskOutcome = Result<String, GuestError>;
 
 /// Something that reached an instance from outside, in arrival order.
@@ -206,6 +227,39 @@ pub struct NewWorkItem {
     pub task_id: u64,
     pub name: String,
     pub input: String,
+    /// The retry policy (JSON, see [`super::retry::RetryPolicy`]).
+    pub retry: Option<String>,
+}
+
+/// A durable timer a committing episode schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewTimer {
+    pub task_id: u64,
+    pub fire_at_ms: i64,
+}
+
+/// An orchestration a committing episode starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewChild {
+    /// The parent's task that awaits the child; `None` for a fire-and-forget
+    /// start.
+    pub task_id: Option<u64>,
+    pub id: InstanceId,
+    pub name: String,
+    pub app: String,
+    pub digest: String,
+    pub input: String,
+    /// The retry policy of the parent's task (JSON).
+    pub retry: Option<String>,
+}
+
+/// How an instance starts its next generation (continue-as-new).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContinueAsNew {
+    pub input: String,
+    /// Events to drop from the inbox: those consumed, and with
+    /// preserve-unprocessed-events off, every event the run saw.
+    pub dropped_events: Vec<i64>,
 }
 
 /// How an instance's row changes at the end of an episode.
@@ -223,6 +277,15 @@ pub struct Episode {
     pub instance_id: InstanceId,
     pub entries: Vec<JournalEntry>,
     pub work: Vec<NewWorkItem>,
+    pub timers: Vec<NewTimer>,
+    /// Tasks whose pending timers are deleted.
+    pub cancelled_timers: Vec<u64>,
+    pub children: Vec<NewChild>,
+    /// Tasks answered at once (e.g. a sub-orchestration that names no
+    /// loaded orchestrator): stored in the inbox like any completion.
+    pub completions: Vec<(u64, TaskOutcome)>,
+    /// Set when the run ended with continue-as-new.
+    pub continue_as_new: Option<ContinueAsNew>,
     pub status: StatusUpdate,
     /// How long the dispatched work items are leased to this host.
     pub lease_ms: i64,
@@ -246,4 +309,39 @@ pub struct InstancePage {
     pub instances: Vec<InstanceRecord>,
     /// Opaque; pass it back to get the next page.
     pub continuation: Option<String>,
+}
+
+/// What a storage write set in motion, for the engine to act on: work to
+/// dispatch, messages to deliver, instances to wake or stop.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Effects {
+    /// Work items leased to this host.
+    pub work: Vec<WorkItem>,
+    pub messages: Vec<(InstanceId, InboxMessage)>,
+    /// Instances that have new work (e.g. created children).
+    pub wake: Vec<InstanceId>,
+    /// Instances that were terminated.
+    pub cancelled: Vec<InstanceId>,
+    /// The earliest timer the write created, if any.
+    pub next_timer_ms: Option<i64>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+
+    pub fn timer(&mut self, fire_at_ms: i64) {
+        self.next_timer_ms = Some(self.next_timer_ms.map_or(fire_at_ms, |t| t.min(fire_at_ms)));
+    }
+
+    pub fn extend(&mut self, other: Effects) {
+        self.work.extend(other.work);
+        self.messages.extend(other.messages);
+        self.wake.extend(other.wake);
+        self.cancelled.extend(other.cancelled);
+        if let Some(t) = other.next_timer_ms {
+            self.timer(t);
+        }
+    }
 }

@@ -5,26 +5,41 @@
 
 use super::bindings::perdure::functions::{orchestration, types};
 use super::state::{InvocationState, Role};
-use crate::durable::model::TaskOutcome;
+use crate::durable::journal::Answer;
+use crate::durable::retry::RetryPolicy;
 use crate::durable::session::{Fault, Session};
 use crate::model::FunctionKind;
 
 type Json = String;
 
-fn to_wit(outcome: TaskOutcome) -> Result<Json, types::Error> {
-    outcome.map_err(|e| e.to_wit())
+fn to_wit(answer: Answer) -> Result<Json, types::Error> {
+    answer.outcome.map_err(|e| e.to_wit())
 }
 
-fn retry_json(options: &orchestration::TaskOptions) -> Option<serde_json::Value> {
-    options.retry.as_ref().map(|r| {
-        serde_json::json!({
-            "maxAttempts": r.max_attempts,
-            "firstRetryIntervalMs": r.first_retry_interval,
-            "backoffCoefficient": r.backoff_coefficient,
-            "maxRetryIntervalMs": r.max_retry_interval,
-            "retryTimeoutMs": r.retry_timeout,
-        })
+fn retry_policy(options: &orchestration::TaskOptions) -> Option<RetryPolicy> {
+    options.retry.as_ref().map(|r| RetryPolicy {
+        max_attempts: r.max_attempts,
+        first_retry_interval_ms: r.first_retry_interval,
+        backoff_coefficient: r.backoff_coefficient,
+        max_retry_interval_ms: r.max_retry_interval,
+        retry_timeout_ms: r.retry_timeout,
     })
+}
+
+fn internal(message: &str) -> types::Error {
+    types::Error {
+        code: types::ErrorCode::Internal,
+        message: message.into(),
+        details: None,
+    }
+}
+
+fn timed_out(name: &str, timeout_ms: u64) -> types::Error {
+    types::Error {
+        code: types::ErrorCode::Timeout,
+        message: format!("no event {name} arrived within {timeout_ms} ms"),
+        details: None,
+    }
 }
 
 impl InvocationState {
@@ -57,11 +72,12 @@ impl InvocationState {
         })
     }
 
-    fn no_retry(&mut self, options: &orchestration::TaskOptions) -> wasmtime::Result<()> {
-        if options.retry.is_some() {
-            return self.not_yet("retry policies");
-        }
-        Ok(())
+    /// Awaits one task.
+    async fn await_one(&mut self, task: u64) -> wasmtime::Result<Result<Json, types::Error>> {
+        let mut outcomes = orchestration::Host::await_all(self, vec![task]).await?;
+        Ok(outcomes
+            .pop()
+            .unwrap_or_else(|| Err(internal("await-all answered no outcome"))))
     }
 }
 
@@ -88,26 +104,27 @@ impl orchestration::Host for InvocationState {
         input: Json,
         options: orchestration::TaskOptions,
     ) -> wasmtime::Result<u64> {
-        self.no_retry(&options)?;
-        self.answer(|s| s.schedule_activity(name, input, retry_json(&options)))
+        self.answer(|s| s.schedule_activity(name, input, retry_policy(&options).as_ref()))
     }
 
     async fn schedule_sub_orchestration(
         &mut self,
-        _name: String,
-        _instance_id: Option<String>,
-        _input: Json,
-        _options: orchestration::TaskOptions,
+        name: String,
+        instance_id: Option<String>,
+        input: Json,
+        options: orchestration::TaskOptions,
     ) -> wasmtime::Result<u64> {
-        self.not_yet("schedule-sub-orchestration")
+        let retry = retry_policy(&options);
+        self.answer(|s| s.schedule_sub_orchestration(name, instance_id, input, retry.as_ref()))
     }
 
-    async fn schedule_timer(&mut self, _fire_at: u64) -> wasmtime::Result<u64> {
-        self.not_yet("schedule-timer")
+    async fn schedule_timer(&mut self, fire_at: u64) -> wasmtime::Result<u64> {
+        let fire_at = i64::try_from(fire_at).unwrap_or(i64::MAX);
+        self.answer(|s| s.schedule_timer(fire_at))
     }
 
-    async fn schedule_event_wait(&mut self, _name: String) -> wasmtime::Result<u64> {
-        self.not_yet("schedule-event-wait")
+    async fn schedule_event_wait(&mut self, name: String) -> wasmtime::Result<u64> {
+        self.answer(|s| s.schedule_event_wait(name))
     }
 
     async fn schedule_entity_call(
@@ -152,36 +169,50 @@ impl orchestration::Host for InvocationState {
         options: orchestration::TaskOptions,
     ) -> wasmtime::Result<Result<Json, types::Error>> {
         let task = self.schedule_activity(name, input, options).await?;
-        let mut outcomes = self.await_all(vec![task]).await?;
-        Ok(outcomes.pop().unwrap_or_else(|| {
-            Err(types::Error {
-                code: types::ErrorCode::Internal,
-                message: "await-all answered no outcome".into(),
-                details: None,
-            })
-        }))
+        self.await_one(task).await
     }
 
     async fn call_sub_orchestration(
         &mut self,
-        _name: String,
-        _instance_id: Option<String>,
-        _input: Json,
-        _options: orchestration::TaskOptions,
+        name: String,
+        instance_id: Option<String>,
+        input: Json,
+        options: orchestration::TaskOptions,
     ) -> wasmtime::Result<Result<Json, types::Error>> {
-        self.not_yet("call-sub-orchestration")
+        let task = self
+            .schedule_sub_orchestration(name, instance_id, input, options)
+            .await?;
+        self.await_one(task).await
     }
 
-    async fn create_timer(&mut self, _fire_at: u64) -> wasmtime::Result<()> {
-        self.not_yet("create-timer")
+    async fn create_timer(&mut self, fire_at: u64) -> wasmtime::Result<()> {
+        let task = self.schedule_timer(fire_at).await?;
+        self.await_one(task)
+            .await?
+            .map_err(|e| wasmtime::Error::msg(format!("a timer cannot fail: {}", e.message)))?;
+        Ok(())
     }
 
+    /// A wait with a timeout is a race between the event and a timer; the
+    /// loser is cancelled.
     async fn wait_for_event(
         &mut self,
-        _name: String,
-        _timeout: Option<u64>,
+        name: String,
+        timeout: Option<u64>,
     ) -> wasmtime::Result<Result<Json, types::Error>> {
-        self.not_yet("wait-for-event")
+        let wait = self.schedule_event_wait(name.clone()).await?;
+        let Some(timeout_ms) = timeout else {
+            return self.await_one(wait).await;
+        };
+        let timer = self.answer(|s| s.schedule_timer_in(timeout_ms))?;
+        let (winner, outcome) = orchestration::Host::await_any(self, vec![wait, timer]).await?;
+        if winner == 0 {
+            self.cancel_task(timer).await?;
+            Ok(outcome)
+        } else {
+            self.cancel_task(wait).await?;
+            Ok(Err(timed_out(&name, timeout_ms)))
+        }
     }
 
     async fn call_entity(
@@ -215,18 +246,18 @@ impl orchestration::Host for InvocationState {
 
     async fn start_orchestration(
         &mut self,
-        _name: String,
-        _instance_id: Option<String>,
-        _input: Json,
+        name: String,
+        instance_id: Option<String>,
+        input: Json,
     ) -> wasmtime::Result<String> {
-        self.not_yet("start-orchestration")
+        self.answer(|s| s.start_orchestration(name, instance_id, input))
     }
 
     async fn continue_as_new(
         &mut self,
-        _input: Json,
-        _preserve_unprocessed_events: bool,
+        input: Json,
+        preserve_unprocessed_events: bool,
     ) -> wasmtime::Result<()> {
-        self.not_yet("continue-as-new")
+        self.answer(|s| s.continue_as_new(input, preserve_unprocessed_events))
     }
 }

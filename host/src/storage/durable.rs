@@ -9,15 +9,16 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::sqlite::SqliteStorage;
+use super::tasks;
 use super::{ChangeOutcome, CreateOutcome, DurableStorage, EventOutcome, StorageFuture};
 use crate::durable::model::{
-    Episode, History, InboxBody, InboxMessage, InstanceFilter, InstanceId, InstancePage,
-    InstanceRecord, JournalEntry, RuntimeStatus, TaskOutcome, WorkItem,
+    Effects, Episode, History, InboxBody, InboxMessage, InstanceFilter, InstanceId, InstancePage,
+    InstanceRecord, JournalEntry, RuntimeStatus, TaskAttempt, TaskOutcome, WorkItem,
 };
 use crate::sandbox::GuestError;
 use crate::time::now_ms;
 
-const INSTANCE_COLUMNS: &str = "id, name, app, digest, status, input, output, custom_status, parent_id, created_ms, updated_ms";
+const INSTANCE_COLUMNS: &str = "id, name, app, digest, status, input, output, custom_status, parent_id, created_ms, updated_ms, COALESCE(started_ms, created_ms)";
 
 fn bad_value(what: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -42,6 +43,7 @@ fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
         parent_id: row.get(8)?,
         created_ms: row.get(9)?,
         updated_ms: row.get(10)?,
+        started_ms: row.get(11)?,
     })
 }
 
@@ -64,16 +66,6 @@ fn load_unfinished(
         Some(record) if record.status.is_finished() => Err(ChangeOutcome::Finished(record.status)),
         Some(record) => Ok(record),
     })
-}
-
-fn outcome_columns(outcome: &TaskOutcome) -> (bool, String) {
-    match outcome {
-        Ok(json) => (true, json.clone()),
-        Err(e) => (
-            false,
-            serde_json::to_string(e).unwrap_or_else(|_| "{}".to_owned()),
-        ),
-    }
 }
 
 fn inbox_from_row(row: &Row<'_>) -> rusqlite::Result<InboxMessage> {
@@ -191,6 +183,131 @@ fn filter_sql(filter: &InstanceFilter, args: &mut Vec<rusqlite::types::Value>) -
     }
 }
 
+/// Leases work item `id` for another attempt (a retry after backoff).
+fn claim_one(conn: &Connection, id: i64, lease_until: i64) -> rusqlite::Result<Option<WorkItem>> {
+    let item = conn
+        .prepare_cached(&format!(
+            "SELECT {WORK_COLUMNS} FROM work_items w JOIN instances i ON i.id = w.instance_id
+             WHERE w.id = ?1"
+        ))?
+        .query_row([id], work_from_row)
+        .optional()?;
+    let Some(mut item) = item else {
+        return Ok(None);
+    };
+    conn.prepare_cached(
+        "UPDATE work_items SET lease_until_ms = ?2, attempt = attempt + 1 WHERE id = ?1",
+    )?
+    .execute(params![id, lease_until])?;
+    item.attempt += 1;
+    Ok(Some(item))
+}
+
+/// Commits one episode (see [`DurableStorage::commit_episode`]).
+fn commit(conn: &Connection, episode: Episode) -> rusqlite::Result<Effects> {
+    let now = now_ms();
+    let mut effects = Effects::default();
+    let instance = &episode.instance_id;
+    let id = instance.as_str();
+    let Some(record) = load_instance(conn, id)? else {
+        // Purged while it ran: nothing to record.
+        return Ok(effects);
+    };
+    if record.status.is_finished() {
+        // Terminated while it ran: its last episode is dropped.
+        return Ok(effects);
+    }
+    let mut journal = conn.prepare_cached(
+        "INSERT INTO journal (instance_id, seq, kind, request, result, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for entry in &episode.entries {
+        journal.execute(params![
+            id,
+            entry.seq as i64,
+            entry.kind,
+            entry.request,
+            entry.result,
+            entry.at_ms
+        ])?;
+    }
+    let mut work = conn.prepare_cached(
+        "INSERT INTO work_items (instance_id, task_id, name, input, attempt, lease_until_ms, created_ms, retry)
+         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7)",
+    )?;
+    for new in episode.work {
+        work.execute(params![
+            id,
+            new.task_id as i64,
+            new.name,
+            new.input,
+            now + episode.lease_ms,
+            now,
+            new.retry
+        ])?;
+        effects.work.push(WorkItem {
+            id: conn.last_insert_rowid(),
+            instance_id: instance.clone(),
+            task_id: new.task_id,
+            app: record.app.clone(),
+            digest: record.digest.clone(),
+            name: new.name,
+            input: new.input,
+            attempt: 1,
+        });
+    }
+    for timer in &episode.timers {
+        let fires = tasks::Fires::Task(timer.task_id);
+        tasks::insert_timer(conn, id, fires, timer.fire_at_ms, now, &mut effects)?;
+    }
+    for task in &episode.cancelled_timers {
+        tasks::delete_timer(conn, id, *task)?;
+    }
+    tasks::start_children(conn, instance, episode.children, now, &mut effects)?;
+    for (task, outcome) in episode.completions {
+        if let Some(message) = tasks::insert_completion(conn, instance, task, outcome, now)? {
+            effects.messages.push((instance.clone(), message));
+        }
+    }
+    let status = &episode.status;
+    if let Some(next) = &episode.continue_as_new {
+        tasks::continue_as_new(conn, id, next, status.custom_status.as_deref(), now)?;
+        effects.work.clear();
+        effects.messages.retain(|(target, _)| target != instance);
+        effects.next_timer_ms = None;
+        return Ok(effects);
+    }
+    // A suspension made while the episode ran outlives it.
+    let new_status =
+        if record.status == RuntimeStatus::Suspended && status.status == RuntimeStatus::Running {
+            RuntimeStatus::Suspended
+        } else {
+            status.status
+        };
+    conn.prepare_cached(
+        "UPDATE instances SET status = ?2, output = ?3, custom_status = ?4, updated_ms = ?5 WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        new_status.as_str(),
+        status.output,
+        status.custom_status,
+        now
+    ])?;
+    if status.status.is_finished() {
+        tasks::on_instance_end(
+            conn,
+            id,
+            status.status,
+            status.output.as_deref(),
+            now,
+            &mut effects,
+        )?;
+        effects.work.clear();
+        effects.messages.retain(|(target, _)| target != instance);
+    }
+    Ok(effects)
+}
+
 impl DurableStorage for SqliteStorage {
     fn put_component(&self, digest: String, bytes: std::sync::Arc<[u8]>) -> StorageFuture<'_, ()> {
         Box::pin(self.write(move |conn| {
@@ -225,7 +342,9 @@ impl DurableStorage for SqliteStorage {
                 conn.execute("DELETE FROM instances WHERE id = ?1", [record.id.as_str()])?;
             }
             conn.execute(
-                &format!("INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                "INSERT INTO instances (id, name, app, digest, status, input, output, custom_status,
+                                        parent_id, created_ms, updated_ms, started_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     record.id.as_str(),
                     record.name,
@@ -238,6 +357,7 @@ impl DurableStorage for SqliteStorage {
                     record.parent_id,
                     record.created_ms,
                     record.updated_ms,
+                    record.started_ms,
                 ],
             )?;
             Ok(CreateOutcome::Created)
@@ -318,119 +438,56 @@ impl DurableStorage for SqliteStorage {
             let inbox = stmt
                 .query_map([id.as_str()], inbox_from_row)?
                 .collect::<rusqlite::Result<_>>()?;
+            let arrival_floor = conn
+                .prepare_cached("SELECT arrival_floor FROM instances WHERE id = ?1")?
+                .query_row([id.as_str()], |r| r.get(0))?;
+            let attempts = conn
+                .prepare_cached(
+                    "SELECT task_id, attempt, error, failed_ms, retry_at_ms FROM task_attempts
+                     WHERE instance_id = ?1 ORDER BY id",
+                )?
+                .query_map([id.as_str()], |r| {
+                    Ok(TaskAttempt {
+                        task_id: r.get::<_, i64>(0)? as u64,
+                        attempt: r.get(1)?,
+                        error: GuestError::from_stored(&r.get::<_, String>(2)?),
+                        failed_ms: r.get(3)?,
+                        retry_at_ms: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
             Ok(Some(History {
                 record,
                 journal,
                 inbox,
+                arrival_floor,
+                attempts,
             }))
         }))
     }
 
-    fn commit_episode(&self, episode: Episode) -> StorageFuture<'_, Vec<WorkItem>> {
-        Box::pin(self.write(move |conn| {
-            let now = now_ms();
-            let id = episode.instance_id.as_str();
-            let Some(record) = load_instance(conn, id)? else {
-                // Purged while it ran: nothing to record.
-                return Ok(Vec::new());
-            };
-            if record.status.is_finished() {
-                // Terminated while it ran: its last episode is dropped.
-                return Ok(Vec::new());
-            }
-            let mut journal = conn.prepare_cached(
-                "INSERT INTO journal (instance_id, seq, kind, request, result, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for entry in &episode.entries {
-                journal.execute(params![
-                    id,
-                    entry.seq as i64,
-                    entry.kind,
-                    entry.request,
-                    entry.result,
-                    entry.at_ms
-                ])?;
-            }
-            let mut work = conn.prepare_cached(
-                "INSERT INTO work_items (instance_id, task_id, name, input, attempt, lease_until_ms, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6)",
-            )?;
-            let mut items = Vec::with_capacity(episode.work.len());
-            for new in episode.work {
-                work.execute(params![
-                    id,
-                    new.task_id as i64,
-                    new.name,
-                    new.input,
-                    now + episode.lease_ms,
-                    now
-                ])?;
-                items.push(WorkItem {
-                    id: conn.last_insert_rowid(),
-                    instance_id: episode.instance_id.clone(),
-                    task_id: new.task_id,
-                    app: record.app.clone(),
-                    digest: record.digest.clone(),
-                    name: new.name,
-                    input: new.input,
-                    attempt: 1,
-                });
-            }
-            let status = &episode.status;
-            // A suspension made while the episode ran outlives it.
-            let new_status = if record.status == RuntimeStatus::Suspended
-                && status.status == RuntimeStatus::Running
-            {
-                RuntimeStatus::Suspended
-            } else {
-                status.status
-            };
-            conn.prepare_cached(
-                "UPDATE instances SET status = ?2, output = ?3, custom_status = ?4, updated_ms = ?5 WHERE id = ?1",
-            )?
-            .execute(params![
-                id,
-                new_status.as_str(),
-                status.output,
-                status.custom_status,
-                now
-            ])?;
-            if status.status.is_finished() {
-                conn.prepare_cached("DELETE FROM work_items WHERE instance_id = ?1")?
-                    .execute([id])?;
-                items.clear();
-            }
-            Ok(items)
-        }))
+    fn commit_episode(&self, episode: Episode) -> StorageFuture<'_, Effects> {
+        Box::pin(self.write(move |conn| commit(conn, episode)))
     }
 
     fn complete_work(
         &self,
         item: &WorkItem,
         outcome: TaskOutcome,
-    ) -> StorageFuture<'_, Option<InboxMessage>> {
-        let item_id = item.id;
-        let instance = item.instance_id.clone();
-        let task_id = item.task_id;
-        Box::pin(self.write(move |conn| {
-            let deleted = conn
-                .prepare_cached("DELETE FROM work_items WHERE id = ?1")?
-                .execute([item_id])?;
-            if deleted == 0 {
-                return Ok(None);
-            }
-            let (ok, payload) = outcome_columns(&outcome);
-            let at_ms = now_ms();
-            conn.prepare_cached(
-                "INSERT INTO inbox (instance_id, kind, task_id, ok, payload, at_ms) VALUES (?1, 'task', ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![instance.as_str(), task_id as i64, ok, payload, at_ms])?;
-            Ok(Some(InboxMessage {
-                arrival: conn.last_insert_rowid(),
-                at_ms,
-                body: InboxBody::TaskCompleted { task_id, outcome },
-            }))
-        }))
+        lease_ms: i64,
+    ) -> StorageFuture<'_, Effects> {
+        let item = item.clone();
+        Box::pin(
+            self.write(move |conn| tasks::finish_work(conn, &item, outcome, now_ms(), lease_ms)),
+        )
+    }
+
+    fn next_timer_due(&self) -> StorageFuture<'_, Option<i64>> {
+        Box::pin(self.read(tasks::next_due))
+    }
+
+    fn fire_timers(&self, now_ms: i64, lease_ms: i64) -> StorageFuture<'_, Effects> {
+        Box::pin(self.write(move |conn| tasks::fire_due(conn, now_ms, lease_ms, claim_one)))
     }
 
     fn raise_event(
@@ -460,18 +517,19 @@ impl DurableStorage for SqliteStorage {
         }))
     }
 
-    fn terminate(&self, id: &InstanceId, output: String) -> StorageFuture<'_, ChangeOutcome> {
+    fn terminate(
+        &self,
+        id: &InstanceId,
+        output: String,
+    ) -> StorageFuture<'_, (ChangeOutcome, Effects)> {
         let id = id.clone();
         Box::pin(self.write(move |conn| {
             if let Err(outcome) = load_unfinished(conn, &id)? {
-                return Ok(outcome);
+                return Ok((outcome, Effects::default()));
             }
-            conn.execute(
-                "UPDATE instances SET status = 'Terminated', output = ?2, updated_ms = ?3 WHERE id = ?1",
-                params![id.as_str(), output, now_ms()],
-            )?;
-            conn.execute("DELETE FROM work_items WHERE instance_id = ?1", [id.as_str()])?;
-            Ok(ChangeOutcome::Done)
+            let mut effects = Effects::default();
+            tasks::terminate_tree(conn, &id, &output, now_ms(), &mut effects)?;
+            Ok((ChangeOutcome::Done, effects))
         }))
     }
 

@@ -8,14 +8,15 @@
 
 mod durable;
 mod sqlite;
+mod tasks;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::durable::model::{
-    Episode, History, InboxMessage, InstanceFilter, InstanceId, InstancePage, InstanceRecord,
-    RuntimeStatus, TaskOutcome, WorkItem,
+    Effects, Episode, History, InboxMessage, InstanceFilter, InstanceId, InstancePage,
+    InstanceRecord, RuntimeStatus, TaskOutcome, WorkItem,
 };
 
 pub use sqlite::SqliteStorage;
@@ -123,19 +124,30 @@ pub trait DurableStorage: Send + Sync + 'static {
     /// An instance with its journal and inbox, for replay.
     fn history(&self, id: &InstanceId) -> StorageFuture<'_, Option<History>>;
 
-    /// Commits an episode; returns the work items it created, leased.
-    /// Dropped (returns none) if the instance finished or was purged
-    /// meanwhile.
-    fn commit_episode(&self, episode: Episode) -> StorageFuture<'_, Vec<WorkItem>>;
+    /// Commits an episode: journal entries, work items (leased to this
+    /// host), timers, children, and the instance's new status; when the
+    /// instance ends, its parent's task is answered. Dropped (no effects)
+    /// if the instance finished or was purged meanwhile.
+    fn commit_episode(&self, episode: Episode) -> StorageFuture<'_, Effects>;
 
-    /// Records a work item's outcome in its instance's inbox and deletes
-    /// the item; `None` if the item was already completed (a duplicate run)
-    /// or its instance is gone.
+    /// Records a work item's outcome: answers its task in the instance's
+    /// inbox and deletes the item, or, for a failure its retry policy
+    /// allows to retry, records the attempt and sets a timer for the next
+    /// one (leased `lease_ms` past it). Nothing if the item was completed
+    /// already (a duplicate run) or its instance is gone.
     fn complete_work(
         &self,
         item: &WorkItem,
         outcome: TaskOutcome,
-    ) -> StorageFuture<'_, Option<InboxMessage>>;
+        lease_ms: i64,
+    ) -> StorageFuture<'_, Effects>;
+
+    /// When the earliest pending timer is due.
+    fn next_timer_due(&self) -> StorageFuture<'_, Option<i64>>;
+
+    /// Fires a batch of timers due by `now_ms`: answers timer tasks, leases
+    /// work items whose retry is due (for `lease_ms`), restarts children.
+    fn fire_timers(&self, now_ms: i64, lease_ms: i64) -> StorageFuture<'_, Effects>;
 
     fn raise_event(
         &self,
@@ -144,9 +156,14 @@ pub trait DurableStorage: Send + Sync + 'static {
         data: String,
     ) -> StorageFuture<'_, EventOutcome>;
 
-    /// Marks an unfinished instance terminated with `output` and drops its
-    /// pending work.
-    fn terminate(&self, id: &InstanceId, output: String) -> StorageFuture<'_, ChangeOutcome>;
+    /// Marks an unfinished instance and its unfinished descendants
+    /// terminated with `output`, drops their pending work and timers, and
+    /// answers the parent's task if a parent awaits the instance.
+    fn terminate(
+        &self,
+        id: &InstanceId,
+        output: String,
+    ) -> StorageFuture<'_, (ChangeOutcome, Effects)>;
 
     /// Pins an unfinished instance to another component version (which
     /// must be stored with [`Self::put_component`]).

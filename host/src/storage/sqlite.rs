@@ -21,6 +21,7 @@ use super::{Storage, StorageError, StorageFuture, StoredKey};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_durable.sql"),
+    include_str!("migrations/0003_timers_events_children.sql"),
 ];
 
 /// Jobs taken into one transaction at most.

@@ -11,7 +11,10 @@
 //!   and an answer to an await is journaled before anything that follows
 //!   it becomes visible, so a crash at any point replays consistently.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+mod awaits;
+mod schedule;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -20,8 +23,8 @@ use tokio::sync::mpsc;
 use super::engine::{Shared, Signal};
 use super::journal::{self, Call};
 use super::model::{
-    Episode, History, InboxBody, InboxMessage, InstanceId, InstanceRecord, JournalEntry,
-    NewWorkItem, RuntimeStatus, StatusUpdate, TaskOutcome,
+    ContinueAsNew, Episode, History, InboxBody, InboxMessage, InstanceId, InstanceRecord,
+    JournalEntry, NewChild, NewTimer, NewWorkItem, RuntimeStatus, StatusUpdate, TaskOutcome,
 };
 use super::upgrade::UpgradeRequest;
 use crate::storage::StorageError;
@@ -67,19 +70,72 @@ pub(crate) enum Fault {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TaskState {
     Pending,
+    /// Awaited or cancelled: its result is not asked for again.
     Awaited,
+}
+
+/// What a task is, where that changes how it is cancelled or answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskKind {
+    /// An activity or a sub-orchestration: answered by a completion.
+    Work,
+    /// A durable timer: answered by a completion; cancelling deletes it.
+    Timer,
+    /// An event wait: answered by binding an event (see `awaits.rs`).
+    EventWait,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Task {
+    state: TaskState,
+    kind: TaskKind,
+}
+
+/// What this episode scheduled, committed when the orchestrator blocks.
+#[derive(Default)]
+struct Scheduled {
+    entries: Vec<JournalEntry>,
+    work: Vec<NewWorkItem>,
+    timers: Vec<NewTimer>,
+    cancelled_timers: Vec<u64>,
+    children: Vec<NewChild>,
+    /// The bytes of the children's versions, stored before the commit.
+    child_code: Vec<(String, Arc<[u8]>)>,
+    completions: Vec<(u64, TaskOutcome)>,
+}
+
+impl Scheduled {
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+            && self.work.is_empty()
+            && self.timers.is_empty()
+            && self.cancelled_timers.is_empty()
+            && self.children.is_empty()
+            && self.completions.is_empty()
+    }
 }
 
 pub(crate) struct Session {
     pub(crate) record: InstanceRecord,
     next_seq: u64,
     replay: VecDeque<JournalEntry>,
-    pending: Vec<JournalEntry>,
-    work: Vec<NewWorkItem>,
-    tasks: HashMap<u64, TaskState>,
+    scheduled: Scheduled,
+    tasks: HashMap<u64, Task>,
     /// Outcomes that arrived, with their arrival order.
     completions: HashMap<u64, (i64, TaskOutcome)>,
+    /// Events not consumed yet, by arrival: (name, data).
+    events: BTreeMap<i64, (String, String)>,
+    /// Pending event waits in schedule order, with the event name.
+    event_waits: BTreeMap<u64, String>,
+    /// Events consumed by this generation, by arrival.
+    consumed_events: Vec<i64>,
     seen: HashSet<i64>,
+    /// Messages at or below this arrival that were not in the loaded inbox
+    /// belong to an earlier generation and are ignored.
+    arrival_floor: i64,
+    /// Set by continue-as-new: the next generation's input and whether
+    /// unconsumed events carry over.
+    continue_as: Option<(String, bool)>,
     custom_status: Option<String>,
     /// False until the first episode marked the instance Running.
     started: bool,
@@ -110,6 +166,8 @@ impl Session {
             record,
             journal,
             inbox,
+            arrival_floor,
+            attempts: _,
         } = history;
         let started = record.status != RuntimeStatus::Pending;
         let suspended = record.status == RuntimeStatus::Suspended;
@@ -118,16 +176,21 @@ impl Session {
             cancelled: false,
             upgrade: None,
             verify_only: false,
-            clock: Arc::new(AtomicI64::new(record.created_ms)),
+            clock: Arc::new(AtomicI64::new(record.started_ms)),
             custom_status: record.custom_status.clone(),
             record,
             next_seq: 0,
             replay: journal.into(),
-            pending: Vec::new(),
-            work: Vec::new(),
+            scheduled: Scheduled::default(),
             tasks: HashMap::new(),
             completions: HashMap::new(),
+            events: BTreeMap::new(),
+            event_waits: BTreeMap::new(),
+            consumed_events: Vec::new(),
             seen: HashSet::new(),
+            // Set after the loaded inbox is merged.
+            arrival_floor: i64::MIN,
+            continue_as: None,
             started,
             mailbox,
             shared,
@@ -136,6 +199,7 @@ impl Session {
         for message in inbox {
             session.merge(message);
         }
+        session.arrival_floor = arrival_floor;
         session
     }
 
@@ -197,16 +261,16 @@ impl Session {
     }
 
     fn merge(&mut self, message: InboxMessage) {
-        if !self.seen.insert(message.arrival) {
+        if message.arrival <= self.arrival_floor || !self.seen.insert(message.arrival) {
             return;
         }
         match message.body {
             InboxBody::TaskCompleted { task_id, outcome } => {
                 self.completions.insert(task_id, (message.arrival, outcome));
             }
-            // Event waits arrive with timers and events (a later issue);
-            // events are kept in the inbox until then.
-            InboxBody::Event { .. } => {}
+            InboxBody::Event { name, data } => {
+                self.events.insert(message.arrival, (name, data));
+            }
         }
     }
 
@@ -235,7 +299,7 @@ impl Session {
     fn record(&mut self, call: Call, result: Option<String>) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.pending.push(JournalEntry {
+        self.scheduled.entries.push(JournalEntry {
             seq,
             kind: call.kind.to_owned(),
             request: call.request,
@@ -281,122 +345,6 @@ impl Session {
             self.record(call, None);
         }
         self.custom_status = status;
-        Ok(())
-    }
-
-    pub(crate) fn schedule_activity(
-        &mut self,
-        name: String,
-        input: String,
-        retry: Option<serde_json::Value>,
-    ) -> Result<u64, Fault> {
-        let call = Call::schedule_activity(&name, &input, retry);
-        let task = match self.replayed(&call)? {
-            Some(_) => self.next_seq - 1,
-            None => {
-                let task = self.record(call, None);
-                self.work.push(NewWorkItem {
-                    task_id: task,
-                    name,
-                    input,
-                });
-                task
-            }
-        };
-        self.tasks.insert(task, TaskState::Pending);
-        Ok(task)
-    }
-
-    fn check_awaitable(&self, tasks: &[u64]) -> Result<(), Fault> {
-        let mut distinct = HashSet::new();
-        for task in tasks {
-            match self.tasks.get(task) {
-                Some(TaskState::Pending) if distinct.insert(*task) => {}
-                Some(TaskState::Pending) => {
-                    return Err(Fault::BadCall(format!(
-                        "task {task} is awaited twice in one call"
-                    )));
-                }
-                Some(TaskState::Awaited) => {
-                    return Err(Fault::BadCall(format!("task {task} was awaited already")));
-                }
-                None => return Err(Fault::BadCall(format!("no task {task} was scheduled"))),
-            }
-        }
-        Ok(())
-    }
-
-    pub(crate) async fn await_all(&mut self, tasks: &[u64]) -> Result<Vec<TaskOutcome>, Fault> {
-        self.check_awaitable(tasks)?;
-        let call = Call::await_all(tasks);
-        let outcomes = match self.replayed(&call)? {
-            Some(result) => result
-                .as_deref()
-                .and_then(journal::parse_await_all)
-                .filter(|o| o.len() == tasks.len())
-                .ok_or_else(|| self.corrupt(&call))?,
-            None => {
-                let outcomes = self
-                    .wait(|s| {
-                        tasks
-                            .iter()
-                            .map(|t| s.completions.get(t).map(|(_, o)| o.clone()))
-                            .collect::<Option<Vec<_>>>()
-                    })
-                    .await?;
-                self.record(call, Some(journal::await_all_result(&outcomes)));
-                outcomes
-            }
-        };
-        for task in tasks {
-            self.tasks.insert(*task, TaskState::Awaited);
-        }
-        Ok(outcomes)
-    }
-
-    pub(crate) async fn await_any(&mut self, tasks: &[u64]) -> Result<(usize, TaskOutcome), Fault> {
-        if tasks.is_empty() {
-            return Err(Fault::BadCall("await-any needs at least one task".into()));
-        }
-        self.check_awaitable(tasks)?;
-        let call = Call::await_any(tasks);
-        let (index, outcome) = match self.replayed(&call)? {
-            Some(result) => result
-                .as_deref()
-                .and_then(journal::parse_await_any)
-                .filter(|(i, _)| *i < tasks.len())
-                .ok_or_else(|| self.corrupt(&call))?,
-            None => {
-                let (index, outcome) = self
-                    .wait(|s| {
-                        // The earliest arrival wins, so the answer does not
-                        // depend on the order notifications were read in.
-                        tasks
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(i, t)| s.completions.get(t).map(|(a, o)| (*a, i, o)))
-                            .min_by_key(|(arrival, _, _)| *arrival)
-                            .map(|(_, i, o)| (i, o.clone()))
-                    })
-                    .await?;
-                self.record(call, Some(journal::await_any_result(index, &outcome)));
-                (index, outcome)
-            }
-        };
-        self.tasks.insert(tasks[index], TaskState::Awaited);
-        Ok((index, outcome))
-    }
-
-    /// Discards a task's result when it arrives (activities cannot be
-    /// recalled once dispatched).
-    pub(crate) fn cancel_task(&mut self, task: u64) -> Result<(), Fault> {
-        let call = Call::cancel_task(task);
-        if self.replayed(&call)?.is_none() {
-            self.record(call, None);
-        }
-        if self.tasks.contains_key(&task) {
-            self.tasks.insert(task, TaskState::Awaited);
-        }
         Ok(())
     }
 
@@ -451,25 +399,56 @@ impl Session {
         }
     }
 
+    /// How the run ends when the orchestrator returned `output`: completed,
+    /// or continued as new if it asked to be.
+    pub(crate) fn returned(&self, output: String) -> (RuntimeStatus, String) {
+        match &self.continue_as {
+            Some((input, _)) => (RuntimeStatus::ContinuedAsNew, input.clone()),
+            None => (RuntimeStatus::Completed, output),
+        }
+    }
+
     /// Commits the episode so far. `end` is the final status and output
-    /// when the orchestrator returned or failed.
+    /// when the orchestrator returned or failed; for
+    /// [`RuntimeStatus::ContinuedAsNew`] the output is the next input.
     pub(crate) async fn commit(
         &mut self,
         end: Option<(RuntimeStatus, String)>,
     ) -> Result<(), Fault> {
-        let nothing_new = self.pending.is_empty() && self.work.is_empty();
-        if nothing_new && self.started && end.is_none() {
+        if self.scheduled.is_empty() && self.started && end.is_none() {
             return Ok(());
         }
+        for (digest, bytes) in std::mem::take(&mut self.scheduled.child_code) {
+            self.shared.keep_version(digest, bytes).await?;
+        }
         let finishing = end.as_ref().is_some_and(|(status, _)| status.is_finished());
+        let mut continue_as_new = None;
         let (status, output) = match end {
+            Some((RuntimeStatus::ContinuedAsNew, input)) => {
+                let preserve = self.continue_as.as_ref().is_some_and(|(_, p)| *p);
+                let mut dropped_events = self.consumed_events.clone();
+                if !preserve {
+                    dropped_events.extend(self.events.keys());
+                }
+                continue_as_new = Some(ContinueAsNew {
+                    input,
+                    dropped_events,
+                });
+                (RuntimeStatus::ContinuedAsNew, None)
+            }
             Some((status, output)) => (status, Some(output)),
             None => (RuntimeStatus::Running, None),
         };
+        let scheduled = std::mem::take(&mut self.scheduled);
         let episode = Episode {
             instance_id: self.record.id.clone(),
-            entries: std::mem::take(&mut self.pending),
-            work: std::mem::take(&mut self.work),
+            entries: scheduled.entries,
+            work: scheduled.work,
+            timers: scheduled.timers,
+            cancelled_timers: scheduled.cancelled_timers,
+            children: scheduled.children,
+            completions: scheduled.completions,
+            continue_as_new,
             status: StatusUpdate {
                 status,
                 output,
@@ -477,9 +456,9 @@ impl Session {
             },
             lease_ms: self.shared.lease_ms(),
         };
-        let items = self.shared.storage().commit_episode(episode).await?;
+        let effects = self.shared.storage().commit_episode(episode).await?;
         self.started = true;
-        self.shared.dispatch(items);
+        self.shared.apply(effects);
         if finishing {
             self.shared.announce_finished();
         }
