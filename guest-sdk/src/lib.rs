@@ -30,6 +30,7 @@ mod error;
 mod http;
 pub mod log;
 mod orchestration;
+pub mod outbound;
 mod registry;
 
 /// Bindings generated from the WIT package in `wit/`. Public only so that

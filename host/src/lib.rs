@@ -2,6 +2,7 @@
 //! components. See ARCHITECTURE.md for the map of this crate.
 
 pub mod cli;
+pub mod config;
 pub mod durable;
 pub mod host;
 mod http;

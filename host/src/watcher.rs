@@ -19,7 +19,7 @@ use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::registry::{Registry, is_component_file};
+use crate::registry::{Registry, component_of};
 
 /// Something happened in the functions folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub fn watch_folder(
                 event
                     .paths
                     .into_iter()
-                    .filter(|p| is_component_file(p))
+                    .filter_map(|p| component_of(&p))
                     .filter_map(|p| {
                         if settled {
                             Some(FolderEvent::Settled(p))

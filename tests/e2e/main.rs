@@ -8,6 +8,8 @@ mod durable_api;
 mod greet;
 mod hot_reload;
 mod orchestrations;
+mod patterns;
 mod restart;
 mod sandbox;
+mod timers;
 mod versions;

@@ -18,6 +18,8 @@ use perdure::{Host, HostConfig};
 pub mod child;
 
 /// Paths of the built components, one constant per guest crate.
+pub mod service;
+
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
@@ -156,6 +158,45 @@ impl TestHost {
         }
         self.host = Some(Host::start(self.config.clone()).await?);
         Ok(())
+    }
+
+    /// Stops the host, waits for `while_down` (e.g. until a timer is due),
+    /// and starts a new one over the same folder, database and cache.
+    pub async fn restart_after(
+        &mut self,
+        while_down: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        if let Some(host) = self.host.take() {
+            host.shutdown().await;
+        }
+        while_down.await;
+        self.host = Some(Host::start(self.config.clone()).await?);
+        Ok(())
+    }
+
+    /// Raises event `name` on instance `id` with JSON `data` (master key).
+    pub async fn raise_event(
+        &self,
+        id: &str,
+        name: &str,
+        data: &str,
+    ) -> anyhow::Result<TestResponse> {
+        let path = format!("{DURABLE}/instances/{id}/raiseEvent/{name}");
+        self.send_with_master_key(Method::POST, &path, data.to_owned())
+            .await
+    }
+
+    /// Polls the instance's status until `ready` accepts it.
+    pub async fn wait_for_status(
+        &self,
+        id: &str,
+        what: &str,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> anyhow::Result<serde_json::Value> {
+        eventually(Duration::from_secs(30), what, || async {
+            Ok(self.instance(id).await?.filter(|s| ready(s)))
+        })
+        .await
     }
 
     pub async fn shutdown(mut self) {

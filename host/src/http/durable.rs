@@ -203,15 +203,9 @@ async fn status(
         let Some(history) = ctx.engine.history(id).await? else {
             return Err(unknown(id));
         };
-        let record = history.record;
-        let mut view = status_view(&record, options.show_input);
-        view["historyEvents"] = json!(history_view(
-            &record,
-            &history.journal,
-            &history.inbox,
-            options.show_history_output
-        ));
-        (record, view)
+        let mut view = status_view(&history.record, options.show_input);
+        view["historyEvents"] = json!(history_view(&history, options.show_history_output));
+        (history.record, view)
     } else {
         let record = ctx.engine.status(id).await?.ok_or_else(|| unknown(id))?;
         let view = status_view(&record, options.show_input);

@@ -3,12 +3,14 @@
 //! `historyEvents` with `EventType`, ...), and the parsing of its query
 //! parameters.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value, json};
 
 use super::ApiError;
 use crate::durable::journal;
 use crate::durable::model::{
-    InboxBody, InboxMessage, InstanceFilter, InstanceRecord, JournalEntry, RuntimeStatus,
+    History, InboxBody, InboxMessage, InstanceFilter, InstanceRecord, JournalEntry, RuntimeStatus,
 };
 use crate::time::rfc3339_ms;
 
@@ -56,14 +58,23 @@ pub(super) fn status_view(record: &InstanceRecord, show_input: bool) -> Value {
     Value::Object(view)
 }
 
-/// One inbox message as a history event.
-fn inbox_event(message: &InboxMessage, with_output: bool) -> Value {
+/// One inbox message as a history event; `scheduled_by` is the journal
+/// kind of the call that scheduled a completed task.
+fn inbox_event(message: &InboxMessage, scheduled_by: Option<&str>, with_output: bool) -> Value {
     let mut event = match &message.body {
         InboxBody::TaskCompleted { task_id, outcome } => {
-            let mut event = json!({
-                "EventType": if outcome.is_ok() { "TaskCompleted" } else { "TaskFailed" },
-                "TaskScheduledId": task_id,
-            });
+            let event_type = match (scheduled_by, outcome.is_ok()) {
+                (Some(journal::kind::SCHEDULE_TIMER), _) => "TimerFired",
+                (Some(journal::kind::SCHEDULE_SUB_ORCHESTRATION), true) => {
+                    "SubOrchestrationInstanceCompleted"
+                }
+                (Some(journal::kind::SCHEDULE_SUB_ORCHESTRATION), false) => {
+                    "SubOrchestrationInstanceFailed"
+                }
+                (_, true) => "TaskCompleted",
+                (_, false) => "TaskFailed",
+            };
+            let mut event = json!({ "EventType": event_type, "TaskScheduledId": task_id });
             if with_output {
                 match outcome {
                     Ok(output) => event["Result"] = json_value(output),
@@ -84,60 +95,128 @@ fn inbox_event(message: &InboxMessage, with_output: bool) -> Value {
     event
 }
 
+/// The history event of a journaled call, if it has one.
+fn call_event(entry: &JournalEntry, request: &Value) -> Option<Value> {
+    let at = rfc3339_ms(entry.at_ms);
+    Some(match entry.kind.as_str() {
+        journal::kind::SCHEDULE_ACTIVITY => json!({
+            "EventType": "TaskScheduled", "Timestamp": at,
+            "Name": request["name"], "TaskScheduledId": entry.seq,
+        }),
+        journal::kind::SCHEDULE_TIMER => json!({
+            "EventType": "TimerCreated", "Timestamp": at,
+            "FireAt": request["fireAt"].as_i64().map(rfc3339_ms), "TaskScheduledId": entry.seq,
+        }),
+        journal::kind::SCHEDULE_SUB_ORCHESTRATION => json!({
+            "EventType": "SubOrchestrationInstanceCreated", "Timestamp": at,
+            "Name": request["name"], "InstanceId": request["instanceId"],
+            "TaskScheduledId": entry.seq,
+        }),
+        journal::kind::START_ORCHESTRATION => json!({
+            "EventType": "OrchestrationStarted", "Timestamp": at,
+            "Name": request["name"], "InstanceId": entry.result,
+        }),
+        journal::kind::CONTINUE_AS_NEW => json!({ "EventType": "ContinueAsNew", "Timestamp": at }),
+        _ => return None,
+    })
+}
+
+/// The arrivals of the events an await's recorded result consumed.
+fn consumed_events(result: Option<&str>) -> Vec<i64> {
+    let Some(value) = result.map(json_value) else {
+        return Vec::new();
+    };
+    let answers = match &value {
+        Value::Array(answers) => answers.iter().collect(),
+        other => vec![&other["outcome"]],
+    };
+    answers
+        .into_iter()
+        .filter_map(|a| a["event"].as_i64())
+        .collect()
+}
+
 /// The instance's history as events in causal order: the start, then the
-/// journal in sequence, each task's completion placed just before the
-/// await that consumed it; completions and events not consumed yet follow
-/// in arrival order, and the end closes a finished instance.
-pub(super) fn history_view(
-    record: &InstanceRecord,
-    entries: &[JournalEntry],
-    inbox: &[InboxMessage],
-    with_output: bool,
-) -> Vec<Value> {
+/// journal in sequence (a retrying task's failed attempts right after it
+/// was scheduled), each completion or event placed just before the await
+/// that consumed it; completions and events not consumed yet follow in
+/// arrival order, and the end closes a finished instance.
+pub(super) fn history_view(history: &History, with_output: bool) -> Vec<Value> {
+    let History {
+        record,
+        journal: entries,
+        inbox,
+        attempts,
+        ..
+    } = history;
     let mut events = Vec::new();
     let mut started = json!({
         "EventType": "ExecutionStarted",
-        "Timestamp": rfc3339_ms(record.created_ms),
+        "Timestamp": rfc3339_ms(record.started_ms),
         "FunctionName": record.name,
     });
     if with_output {
         started["Input"] = json_value(&record.input);
     }
     events.push(started);
+    let scheduled_by: HashMap<u64, &str> =
+        entries.iter().map(|e| (e.seq, e.kind.as_str())).collect();
+    let kind_of = |m: &InboxMessage| match &m.body {
+        InboxBody::TaskCompleted { task_id, .. } => scheduled_by.get(task_id).copied(),
+        InboxBody::Event { .. } => None,
+    };
     let mut pending: Vec<Option<&InboxMessage>> = inbox.iter().map(Some).collect();
     for entry in entries {
         let request = json_value(&entry.request);
-        match entry.kind.as_str() {
-            journal::kind::SCHEDULE_ACTIVITY => events.push(json!({
-                "EventType": "TaskScheduled",
-                "Timestamp": rfc3339_ms(entry.at_ms),
-                "Name": request["name"],
-                "TaskScheduledId": entry.seq,
-            })),
-            journal::kind::AWAIT_ALL | journal::kind::AWAIT_ANY => {
-                let awaited: Vec<u64> = request["tasks"]
-                    .as_array()
-                    .map(|tasks| tasks.iter().filter_map(Value::as_u64).collect())
-                    .unwrap_or_default();
-                for slot in &mut pending {
-                    let consumed = matches!(
-                        slot,
-                        Some(InboxMessage { body: InboxBody::TaskCompleted { task_id, .. }, .. })
-                            if awaited.contains(task_id)
-                    );
-                    if consumed && let Some(message) = slot.take() {
-                        events.push(inbox_event(message, with_output));
-                    }
+        if let Some(event) = call_event(entry, &request) {
+            events.push(event);
+        }
+        for attempt in attempts.iter().filter(|a| a.task_id == entry.seq) {
+            let mut retry = json!({
+                "EventType": "TaskRetrying",
+                "Timestamp": rfc3339_ms(attempt.failed_ms),
+                "TaskScheduledId": attempt.task_id,
+                "Attempt": attempt.attempt,
+                "NextAttemptAt": rfc3339_ms(attempt.retry_at_ms),
+            });
+            if with_output {
+                retry["Failure"] = json!(attempt.error);
+            }
+            events.push(retry);
+        }
+        if matches!(
+            entry.kind.as_str(),
+            journal::kind::AWAIT_ALL | journal::kind::AWAIT_ANY
+        ) {
+            let awaited: Vec<u64> = request["tasks"]
+                .as_array()
+                .map(|tasks| tasks.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default();
+            let events_taken = consumed_events(entry.result.as_deref());
+            for slot in &mut pending {
+                let consumed = match slot {
+                    Some(InboxMessage {
+                        body: InboxBody::TaskCompleted { task_id, .. },
+                        ..
+                    }) => awaited.contains(task_id),
+                    Some(InboxMessage {
+                        arrival,
+                        body: InboxBody::Event { .. },
+                        ..
+                    }) => events_taken.contains(arrival),
+                    None => false,
+                };
+                if consumed && let Some(message) = slot.take() {
+                    events.push(inbox_event(message, kind_of(message), with_output));
                 }
             }
-            _ => {}
         }
     }
     events.extend(
         pending
             .into_iter()
             .flatten()
-            .map(|m| inbox_event(m, with_output)),
+            .map(|m| inbox_event(m, kind_of(m), with_output)),
     );
     if record.status.is_finished() {
         let mut end = json!({

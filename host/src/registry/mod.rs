@@ -19,10 +19,12 @@ use std::time::{Instant, SystemTime};
 
 pub use routes::RouteMatch;
 
+use crate::config::AppConfig;
 use crate::model::{AppDescription, Digest, FunctionDef, validate_function_name};
 use crate::sandbox::{AppCode, CacheOutcome, CodeCache, LoadError, Sandbox};
 
 /// One loaded version of an app.
+#[derive(Clone)]
 pub struct LoadedApp {
     /// The file stem, e.g. `greet` for `greet.wasm`.
     pub name: String,
@@ -36,6 +38,8 @@ pub struct LoadedApp {
     pub cache: CacheOutcome,
     /// Compile (or cache load) plus validation time.
     pub load_ms: f64,
+    /// `NAME.toml` beside the file, or the default.
+    pub config: Arc<AppConfig>,
 }
 
 /// The last failed attempt to load a file.
@@ -96,6 +100,8 @@ pub enum DeployError {
     Clash { what: String, other: String },
     #[error("{0}")]
     File(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// What happened to a file on [`Registry::sync`].
@@ -220,11 +226,16 @@ impl Registry {
         let started = Instant::now();
         let file = path.to_path_buf();
         let dir = self.dir.clone();
-        let bytes = tokio::task::spawn_blocking(move || read_component(&dir, &file))
-            .await
-            .map_err(|e| DeployError::File(e.to_string()))??;
+        let read = tokio::task::spawn_blocking(move || {
+            let Some(bytes) = read_component(&dir, &file)? else {
+                return Ok::<_, DeployError>(None);
+            };
+            Ok(Some((bytes, AppConfig::load_beside(&file)?)))
+        })
+        .await
+        .map_err(|e| DeployError::File(e.to_string()))??;
         let current = self.snapshot();
-        let Some(bytes) = bytes else {
+        let Some((bytes, config)) = read else {
             if current.apps.contains_key(name) || current.failures.contains_key(name) {
                 self.publish(current.with(|apps, failures| {
                     apps.remove(name);
@@ -236,7 +247,24 @@ impl Registry {
         };
         validate_function_name(name).map_err(|_| DeployError::BadAppName(name.to_owned()))?;
         let digest = Digest::of(&bytes);
-        if current.apps.get(name).is_some_and(|a| a.digest == digest) {
+        let config = Arc::new(config);
+        if let Some(loaded) = current.apps.get(name).filter(|a| a.digest == digest) {
+            if *loaded.config != *config {
+                // Same code, new configuration: no recompilation.
+                let app = Arc::new(LoadedApp {
+                    config,
+                    loaded_at: SystemTime::now(),
+                    ..LoadedApp::clone(loaded)
+                });
+                self.publish(current.with(|apps, failures| {
+                    apps.insert(name.to_owned(), app);
+                    failures.remove(name);
+                }));
+                return Ok(SyncOutcome::Loaded {
+                    digest,
+                    cache: CacheOutcome::Hit,
+                });
+            }
             if current.failures.contains_key(name) {
                 self.publish(current.with(|_, failures| {
                     failures.remove(name);
@@ -263,6 +291,7 @@ impl Registry {
             code,
             cache: cache_outcome,
             load_ms: started.elapsed().as_secs_f64() * 1000.0,
+            config,
         });
         self.publish(current.with(|apps, failures| {
             apps.insert(name.to_owned(), app);
@@ -319,6 +348,16 @@ fn check_clashes(
 /// True for `*.wasm` files (by name; content is checked on load).
 pub fn is_component_file(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "wasm")
+}
+
+/// The component a folder entry belongs to: itself for `NAME.wasm`,
+/// `NAME.wasm` for its configuration `NAME.toml`.
+pub fn component_of(path: &Path) -> Option<PathBuf> {
+    match path.extension() {
+        Some(e) if e == "wasm" => Some(path.to_path_buf()),
+        Some(e) if e == "toml" => Some(path.with_extension("wasm")),
+        _ => None,
+    }
 }
 
 fn app_name(path: &Path) -> Option<String> {

@@ -17,6 +17,7 @@ mod code_cache;
 mod guest_log;
 mod imports;
 mod orchestration;
+mod outbound;
 mod state;
 
 use std::sync::Arc;

@@ -71,6 +71,8 @@ pub struct ActivityInfo {
     pub instance_id: String,
     pub idempotency_key: String,
     pub attempt: u32,
+    /// Where the activity may send HTTP requests (its app's configuration).
+    pub outbound: Arc<crate::config::OutboundConfig>,
 }
 
 /// What the durable interfaces answer for this invocation.

@@ -9,6 +9,7 @@
 //!   instance with the given id.
 //! - `LongJournal` makes N journaled calls, then calls an activity.
 //! - `HelloSequence` calls `SayHello` for five cities (benchmarks).
+//! - `waits.rs`: timers, events, retries and sub-orchestrations.
 //! - `ClockProbe` reads the time, a guid and a HashMap's order, which must
 //!   be the same when the instance is replayed.
 
@@ -16,6 +17,8 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use perdure_sdk::prelude::*;
+
+mod waits;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -148,4 +151,12 @@ perdure_sdk::export_app! {
     Function::orchestrator("FailsUnhandled", fails_unhandled),
     Function::orchestrator("ClockProbe", clock_probe),
     Function::activity("Echo", echo),
+    Function::orchestrator("RetryFlaky", waits::retry_flaky),
+    Function::activity("Flaky", waits::flaky),
+    Function::orchestrator("Parent", waits::parent),
+    Function::orchestrator("Child", waits::child),
+    Function::orchestrator("Sleeper", waits::sleeper),
+    Function::orchestrator("CollectEvents", waits::collect_events),
+    Function::orchestrator("WaitsForever", waits::waits_forever),
+    Function::orchestrator("ParentOfWaiter", waits::parent_of_waiter),
 }

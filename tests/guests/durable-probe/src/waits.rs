@@ -1,0 +1,119 @@
+//! Orchestrations that exercise timers, events, retries and
+//! sub-orchestrations.
+//!
+//! - `RetryFlaky` calls `Flaky` with a retry policy; `Flaky` fails its first
+//!   `failTimes` attempts.
+//! - `Parent` calls `Child` as a sub-orchestration; `Child` fails on demand.
+//! - `Sleeper` waits on a durable timer `delayMs` after its start.
+//! - `CollectEvents` waits for `count` events named `name` in a row.
+//! - `ParentOfWaiter` starts `WaitsForever` (which waits for an event that
+//!   never comes) as a child, for terminate tests.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use perdure_sdk::prelude::*;
+
+fn error_json(e: &Error) -> Value {
+    json!({ "code": format!("{:?}", e.code), "message": e.message })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryInput {
+    fail_times: u32,
+    max_attempts: u32,
+    first_retry_ms: u64,
+    #[serde(default)]
+    backoff: Option<f64>,
+}
+
+pub fn retry_flaky(ctx: &OrchestrationContext, input: RetryInput) -> Result<Value> {
+    let mut policy = RetryPolicy::new(input.max_attempts, Duration::from_millis(input.first_retry_ms));
+    policy.backoff_coefficient = input.backoff.unwrap_or(2.0);
+    let fail_times = json!({ "failTimes": input.fail_times });
+    Ok(match ctx.call_activity_with_retry::<u32>("Flaky", &fail_times, Some(&policy)) {
+        Ok(attempt) => json!({ "succeededOnAttempt": attempt }),
+        Err(e) => json!({ "error": error_json(&e) }),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlakyInput {
+    fail_times: u32,
+}
+
+pub fn flaky(input: FlakyInput) -> Result<u32> {
+    let attempt = ActivityContext::current().attempt;
+    if attempt <= input.fail_times {
+        return Err(Error::application(format!("attempt {attempt} failed on purpose")));
+    }
+    Ok(attempt)
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentInput {
+    fail: bool,
+    #[serde(default)]
+    child_id: Option<String>,
+}
+
+pub fn parent(ctx: &OrchestrationContext, input: ParentInput) -> Result<Value> {
+    let child = json!({ "fail": input.fail });
+    Ok(
+        match ctx.call_sub_orchestrator::<String>("Child", input.child_id.as_deref(), &child, None) {
+            Ok(output) => json!({ "child": output }),
+            Err(e) => json!({ "childError": error_json(&e) }),
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct ChildInput {
+    fail: bool,
+}
+
+pub fn child(ctx: &OrchestrationContext, input: ChildInput) -> Result<String> {
+    let _: Value = ctx.call_activity("Echo", &"from the child")?;
+    if input.fail {
+        return Err(Error::application("the child failed on purpose"));
+    }
+    Ok("child done".into())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SleeperInput {
+    delay_ms: u64,
+}
+
+/// Returns the time the timer was set for (ms since the epoch).
+pub fn sleeper(ctx: &OrchestrationContext, input: SleeperInput) -> Result<u64> {
+    let due = ctx.now() + Duration::from_millis(input.delay_ms);
+    ctx.create_timer(due);
+    Ok(due
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0))
+}
+
+#[derive(Deserialize)]
+pub struct CollectInput {
+    name: String,
+    count: u32,
+}
+
+pub fn collect_events(ctx: &OrchestrationContext, input: CollectInput) -> Result<Vec<Value>> {
+    (0..input.count)
+        .map(|_| ctx.wait_for_event::<Value>(&input.name))
+        .collect()
+}
+
+pub fn waits_forever(ctx: &OrchestrationContext, _input: Value) -> Result<Value> {
+    ctx.wait_for_event("Never")
+}
+
+pub fn parent_of_waiter(ctx: &OrchestrationContext, child_id: String) -> Result<Value> {
+    ctx.call_sub_orchestrator("WaitsForever", Some(&child_id), &json!(null), None)
+}
