@@ -159,4 +159,5 @@ perdure_sdk::export_app! {
     Function::orchestrator("CollectEvents", waits::collect_events),
     Function::orchestrator("WaitsForever", waits::waits_forever),
     Function::orchestrator("ParentOfWaiter", waits::parent_of_waiter),
+    Function::orchestrator("EventOrTimer", waits::event_or_timer),
 }

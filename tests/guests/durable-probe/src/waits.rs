@@ -6,6 +6,7 @@
 //! - `Parent` calls `Child` as a sub-orchestration; `Child` fails on demand.
 //! - `Sleeper` waits on a durable timer `delayMs` after its start.
 //! - `CollectEvents` waits for `count` events named `name` in a row.
+//! - `EventOrTimer` waits for event `Go` with a timeout (benchmarks).
 //! - `ParentOfWaiter` starts `WaitsForever` (which waits for an event that
 //!   never comes) as a child, for terminate tests.
 
@@ -116,4 +117,13 @@ pub fn waits_forever(ctx: &OrchestrationContext, _input: Value) -> Result<Value>
 
 pub fn parent_of_waiter(ctx: &OrchestrationContext, child_id: String) -> Result<Value> {
     ctx.call_sub_orchestrator("WaitsForever", Some(&child_id), &json!(null), None)
+}
+
+/// Waits for event `Go` at most `timeoutMs`; returns its data or
+/// `"timed out"` (benchmarks: many instances waiting on a timer or an
+/// event).
+pub fn event_or_timer(ctx: &OrchestrationContext, timeout_ms: u64) -> Result<Value> {
+    Ok(ctx
+        .wait_for_event_with_timeout::<Value>("Go", Duration::from_millis(timeout_ms))?
+        .unwrap_or_else(|| json!("timed out")))
 }
