@@ -61,7 +61,8 @@ impl Default for EngineConfig {
 /// What reaches a running session.
 #[derive(Debug, Clone)]
 pub(crate) enum Signal {
-    Message(InboxMessage),
+    /// Boxed: a queued instance's mailbox allocates room for 32 signals.
+    Message(Box<InboxMessage>),
     /// Something changed (e.g. the instance was created): look again.
     Wake,
     /// A client suspended (`true`) or resumed (`false`) the instance.
@@ -157,12 +158,15 @@ impl Shared {
         permit
     }
 
-    /// Resolves when a session waiting this long should give its slot to
-    /// one that needs it: after [`PRESSURE_MIN_IDLE`], as soon as some
-    /// session waits for a slot. A session waiting on quick work keeps its
-    /// slot; one waiting on slow work (or a person) leaves.
-    pub(crate) async fn slot_wanted(&self) {
-        tokio::time::sleep(PRESSURE_MIN_IDLE).await;
+    /// Resolves when a waiting session should give its slot to one that
+    /// needs it: as soon as some session waits for a slot, after
+    /// [`PRESSURE_MIN_IDLE`] unless the wait is `long`. A session waiting on
+    /// quick work keeps its slot; one waiting on slow work, a timer or a
+    /// person leaves.
+    pub(crate) async fn slot_wanted(&self, long: bool) {
+        if !long {
+            tokio::time::sleep(PRESSURE_MIN_IDLE).await;
+        }
         loop {
             let notified = self.pressure.notified();
             if self.slot_waiters.load(Ordering::SeqCst) > 0 {
@@ -255,7 +259,7 @@ impl Shared {
         } = effects;
         self.dispatch(work);
         for (id, message) in messages {
-            self.deliver(&id, Signal::Message(message));
+            self.deliver(&id, Signal::Message(Box::new(message)));
         }
         for id in wake {
             self.deliver(&id, Signal::Wake);
@@ -334,6 +338,10 @@ impl Shared {
 }
 
 /// Runs an instance until it finishes, is evicted, or the host stops.
+///
+/// Instances queued for a slot are small tasks: the large future that runs
+/// a session is boxed, so it is allocated only once the instance has a slot
+/// (100,000 instances started at once queue in tens of MiB, not GiB).
 async fn run_instance(
     shared: Arc<Shared>,
     id: InstanceId,
@@ -341,103 +349,105 @@ async fn run_instance(
 ) {
     loop {
         // The slot first: instances queued for one hold no history yet.
-        let Some(_slot) = shared.session_slot().await else {
+        let Some(slot) = shared.session_slot().await else {
             return;
         };
-        let history = match shared.storage.history(&id).await {
-            Ok(history) => history,
-            Err(e) => {
-                tracing::error!(instance = %id, "cannot load the instance: {e}");
-                leave(&shared, &id, &mut mailbox);
-                return;
-            }
-        };
-        let Some(history) = history else {
-            if leave(&shared, &id, &mut mailbox) {
-                return;
-            }
-            continue;
-        };
-        if history.record.status.is_finished() {
-            if leave(&shared, &id, &mut mailbox) {
-                return;
-            }
-            continue;
+        match Box::pin(run_session(&shared, &id, mailbox)).await {
+            Some(next) => mailbox = next,
+            None => return,
         }
-        // Signals already queued may repeat what the history holds; the
-        // session ignores messages it has seen (by arrival).
-        let code = shared
-            .code_for(&history.record.app, &history.record.digest)
-            .await;
-        let session = Session::new(history, mailbox, shared.clone());
-        let code = match code {
-            Ok(code) => code,
-            Err(e) => {
-                let mut session = session;
-                let _ = session.commit(Some(failed(&e))).await;
-                mailbox = session.into_mailbox();
-                continue;
-            }
-        };
-        let (result, session) =
-            Box::pin(shared.registry.sandbox().run_orchestrator(&code, session)).await;
-        let Some(mut session) = session else {
-            tracing::error!(instance = %id, "the orchestrator's session was lost");
-            lock(&shared.hot).remove(&id);
-            return;
-        };
-        match session.take_fault() {
-            Some(Fault::Evicted) => return,
-            Some(Fault::Stopped) => return,
-            Some(Fault::Upgrading) => {
-                if let Some(request) = session.take_upgrade() {
-                    Box::pin(super::upgrade::perform(&shared, &id, request)).await;
-                }
-                // Starts again from the journal, on whichever version the
-                // instance is pinned to now.
-                mailbox = session.into_mailbox();
-                continue;
-            }
-            Some(Fault::Cancelled) => {
-                mailbox = session.into_mailbox();
-                if leave(&shared, &id, &mut mailbox) {
-                    return;
-                }
-                continue;
-            }
-            None if matches!(result, Err(InvocationError::Overloaded)) => {
-                // Every sandbox slot is taken by other work: try again
-                // shortly rather than fail the instance.
-                mailbox = session.into_mailbox();
-                tokio::time::sleep(OVERLOAD_BACKOFF).await;
-                continue;
-            }
-            Some(Fault::Storage(e)) => {
-                tracing::error!(instance = %id, "instance stopped on a storage error: {e}");
-                lock(&shared.hot).remove(&id);
-                return;
-            }
-            Some(fault) => {
-                let error = fault_error(&fault);
-                tracing::warn!(instance = %id, "instance failed: {}", error.message);
-                let _ = session.commit(Some(failed(&error))).await;
-            }
-            None => {
-                let end = match result {
-                    Ok(Ok(output)) => match session.finish_replay() {
-                        Ok(()) => session.returned(output),
-                        Err(fault) => failed(&fault_error(&fault)),
-                    },
-                    Ok(Err(error)) => failed(&error),
-                    Err(e) => failed(&invocation_error(&e)),
-                };
-                if let Err(e) = session.commit(Some(end)).await {
-                    tracing::error!(instance = %id, "cannot record the instance's end: {e}");
-                }
-            }
-        }
-        mailbox = session.into_mailbox();
+        drop(slot);
     }
+}
+
+/// One session of an instance, holding a slot: loads its history and runs
+/// the orchestrator. Returns the mailbox if the instance must run again,
+/// `None` once it left memory.
+async fn run_session(
+    shared: &Arc<Shared>,
+    id: &InstanceId,
+    mut mailbox: mpsc::UnboundedReceiver<Signal>,
+) -> Option<mpsc::UnboundedReceiver<Signal>> {
+    let history = match shared.storage.history(id).await {
+        Ok(history) => history,
+        Err(e) => {
+            tracing::error!(instance = %id, "cannot load the instance: {e}");
+            leave(shared, id, &mut mailbox);
+            return None;
+        }
+    };
+    let Some(history) = history else {
+        return (!leave(shared, id, &mut mailbox)).then_some(mailbox);
+    };
+    if history.record.status.is_finished() {
+        return (!leave(shared, id, &mut mailbox)).then_some(mailbox);
+    }
+    // Signals already queued may repeat what the history holds; the
+    // session ignores messages it has seen (by arrival).
+    let code = shared
+        .code_for(&history.record.app, &history.record.digest)
+        .await;
+    let session = Session::new(history, mailbox, shared.clone());
+    let code = match code {
+        Ok(code) => code,
+        Err(e) => {
+            let mut session = session;
+            let _ = session.commit(Some(failed(&e))).await;
+            return Some(session.into_mailbox());
+        }
+    };
+    let (result, session) =
+        Box::pin(shared.registry.sandbox().run_orchestrator(&code, session)).await;
+    let Some(mut session) = session else {
+        tracing::error!(instance = %id, "the orchestrator's session was lost");
+        lock(&shared.hot).remove(id);
+        return None;
+    };
+    match session.take_fault() {
+        Some(Fault::Evicted) | Some(Fault::Stopped) => return None,
+        Some(Fault::Upgrading) => {
+            if let Some(request) = session.take_upgrade() {
+                Box::pin(super::upgrade::perform(shared, id, request)).await;
+            }
+            // Starts again from the journal, on whichever version the
+            // instance is pinned to now.
+            return Some(session.into_mailbox());
+        }
+        Some(Fault::Cancelled) => {
+            mailbox = session.into_mailbox();
+            return (!leave(shared, id, &mut mailbox)).then_some(mailbox);
+        }
+        None if matches!(result, Err(InvocationError::Overloaded)) => {
+            // Every sandbox slot is taken by other work: try again
+            // shortly rather than fail the instance.
+            tokio::time::sleep(OVERLOAD_BACKOFF).await;
+            return Some(session.into_mailbox());
+        }
+        Some(Fault::Storage(e)) => {
+            tracing::error!(instance = %id, "instance stopped on a storage error: {e}");
+            lock(&shared.hot).remove(id);
+            return None;
+        }
+        Some(fault) => {
+            let error = fault_error(&fault);
+            tracing::warn!(instance = %id, "instance failed: {}", error.message);
+            let _ = session.commit(Some(failed(&error))).await;
+        }
+        None => {
+            let end = match result {
+                Ok(Ok(output)) => match session.finish_replay() {
+                    Ok(()) => session.returned(output),
+                    Err(fault) => failed(&fault_error(&fault)),
+                },
+                Ok(Err(error)) => failed(&error),
+                Err(e) => failed(&invocation_error(&e)),
+            };
+            if let Err(e) = session.commit(Some(end)).await {
+                tracing::error!(instance = %id, "cannot record the instance's end: {e}");
+            }
+        }
+    }
+    Some(session.into_mailbox())
 }
 
 /// Leaves `hot` if nothing is waiting; false if a signal came meanwhile.
@@ -524,7 +534,7 @@ const OVERLOAD_BACKOFF: Duration = Duration::from_millis(20);
 /// needs one: long enough that sessions waiting on quick activities keep
 /// theirs (no replay), short enough that slots waiting on slow work or
 /// people are reused at once.
-const PRESSURE_MIN_IDLE: Duration = Duration::from_millis(200);
+pub(crate) const PRESSURE_MIN_IDLE: Duration = Duration::from_millis(200);
 
 async fn execute_activity(shared: &Shared, item: &WorkItem) -> TaskOutcome {
     let code = shared.code_for(&item.app, &item.digest).await?;

@@ -214,7 +214,8 @@ impl Engine {
     ) -> Result<EventOutcome, StorageError> {
         let outcome = self.shared.storage().raise_event(id, name, data).await?;
         if let EventOutcome::Delivered(message) = &outcome {
-            self.shared.deliver(id, Signal::Message(message.clone()));
+            self.shared
+                .deliver(id, Signal::Message(Box::new(message.clone())));
         }
         Ok(outcome)
     }

@@ -95,8 +95,9 @@ impl Session {
                 .filter(|a| a.len() == tasks.len())
                 .ok_or_else(|| self.corrupt(&call))?,
             None => {
+                let long = self.waits_long(tasks);
                 let answers = self
-                    .wait(|s| {
+                    .wait(long, |s| {
                         let bound = s.bind_events();
                         tasks
                             .iter()
@@ -125,8 +126,9 @@ impl Session {
                 .filter(|(i, _)| *i < tasks.len())
                 .ok_or_else(|| self.corrupt(&call))?,
             None => {
+                let long = self.waits_long(tasks);
                 let (index, answer) = self
-                    .wait(|s| {
+                    .wait(long, |s| {
                         let bound = s.bind_events();
                         // The earliest arrival wins, so the answer does not
                         // depend on the order notifications were read in.

@@ -79,8 +79,9 @@ enum TaskState {
 enum TaskKind {
     /// An activity or a sub-orchestration: answered by a completion.
     Work,
-    /// A durable timer: answered by a completion; cancelling deletes it.
-    Timer,
+    /// A durable timer due at this time (ms): answered by a completion;
+    /// cancelling deletes it.
+    Timer(i64),
     /// An event wait: answered by binding an event (see `awaits.rs`).
     EventWait,
 }
@@ -252,7 +253,7 @@ impl Session {
 
     fn take(&mut self, signal: Signal) {
         match signal {
-            Signal::Message(message) => self.merge(message),
+            Signal::Message(message) => self.merge(*message),
             Signal::Wake => {}
             Signal::Suspend(suspended) => self.suspended = suspended,
             Signal::Cancel => self.cancelled = true,
@@ -348,10 +349,30 @@ impl Session {
         Ok(())
     }
 
+    /// True if every task can take long: event waits (people, other
+    /// systems) and timers not due soon. A session waiting only on those
+    /// gives its slot away at once when another session needs one.
+    fn waits_long(&self, tasks: &[u64]) -> bool {
+        let soon = self.clock.load(Ordering::Relaxed).max(now_ms())
+            + i64::try_from(super::engine::PRESSURE_MIN_IDLE.as_millis()).unwrap_or(i64::MAX);
+        tasks
+            .iter()
+            .all(|t| match self.tasks.get(t).map(|t| t.kind) {
+                Some(TaskKind::EventWait) => true,
+                Some(TaskKind::Timer(due)) => due > soon,
+                _ => false,
+            })
+    }
+
     /// Waits until `ready` has an answer: commits what this episode did,
     /// then takes inbox messages until one makes the answer known, or
-    /// leaves memory if idle (see [`Shared::try_evict`]).
-    async fn wait<T>(&mut self, ready: impl Fn(&Self) -> Option<T>) -> Result<T, Fault> {
+    /// leaves memory if idle (see [`Shared::try_evict`]). `long` says the
+    /// answer is not expected soon (see [`Self::waits_long`]).
+    async fn wait<T>(
+        &mut self,
+        long: bool,
+        ready: impl Fn(&Self) -> Option<T>,
+    ) -> Result<T, Fault> {
         loop {
             while let Ok(signal) = self.mailbox.try_recv() {
                 self.take(signal);
@@ -389,7 +410,7 @@ impl Session {
                         return Err(Fault::Evicted);
                     }
                 }
-                () = shared.slot_wanted() => {
+                () = shared.slot_wanted(long) => {
                     if shared.try_evict(&self.record.id, &mut self.mailbox) {
                         return Err(Fault::Evicted);
                     }

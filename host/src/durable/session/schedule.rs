@@ -91,7 +91,7 @@ impl Session {
                 task
             }
         };
-        Ok(self.track(task, TaskKind::Timer))
+        Ok(self.track(task, TaskKind::Timer(fire_at_ms)))
     }
 
     /// A durable timer `delay_ms` after the orchestration's current time.
@@ -210,7 +210,7 @@ impl Session {
         };
         if entry.state == TaskState::Pending {
             match entry.kind {
-                TaskKind::Timer if live => self.scheduled.cancelled_timers.push(task),
+                TaskKind::Timer(_) if live => self.scheduled.cancelled_timers.push(task),
                 TaskKind::EventWait => {
                     self.event_waits.remove(&task);
                 }
