@@ -11,8 +11,8 @@
 //!    activity's result wakes it by replaying those 1,000 entries; on a
 //!    host that keeps it in memory it does not. The difference of the
 //!    medians is the cost of waking an evicted instance.
-//! 5. Memory (measured first): 10,000 instances waiting (each on an activity held back by a
-//!    gate), evicted from memory: the process's RSS before and while they
+//! 5. Memory (measured first): 10,000 instances waiting for an external
+//!    event, evicted from memory: the process's RSS before and while they
 //!    wait.
 //!
 //! Run with `cargo bench -p perdure-tests --bench durable`.
@@ -175,11 +175,17 @@ async fn waiting_memory() -> anyhow::Result<()> {
     let engine = host.engine().clone();
     run_one(&host, "HelloSequence", "null").await?;
     let before = rss_mib()?;
-    let ids = start_many(&engine, "WaitForGate", "\"gate\"", WAITING).await?;
+    let ids = start_many(
+        &engine,
+        "CollectEvents",
+        r#"{"name": "Go", "count": 1}"#,
+        WAITING,
+    )
+    .await?;
     // Waiting means the first episode committed: the instance is Running.
     let filter = perdure::durable::model::InstanceFilter {
         statuses: vec![RuntimeStatus::Running],
-        name: Some("WaitForGate".into()),
+        name: Some("CollectEvents".into()),
         ..Default::default()
     };
     let deadline = Instant::now() + DEADLINE;
@@ -201,15 +207,16 @@ async fn waiting_memory() -> anyhow::Result<()> {
         "{WAITING} instances waiting, evicted: RSS {waiting:.1} MiB (was {before:.1} MiB before they started: +{:.1} MiB)",
         waiting - before
     );
-    engine
-        .start_new("HelloSequence", None, "null".into(), None)
-        .await?;
-    let gate = InstanceId::parse("gate")?;
-    engine
-        .start_new("HelloSequence", Some(gate), "null".into(), None)
-        .await?;
+    let mut raises = tokio::task::JoinSet::new();
+    for id in ids.clone() {
+        let engine = engine.clone();
+        raises.spawn(async move { engine.raise_event(&id, "Go".into(), "1".into()).await });
+    }
+    while let Some(raised) = raises.join_next().await {
+        raised??;
+    }
     all_completed(&engine, &ids).await?;
-    println!("all {WAITING} completed once the gate opened");
+    println!("all {WAITING} completed once their event was raised");
     host.shutdown().await;
     Ok(())
 }

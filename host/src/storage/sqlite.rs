@@ -24,6 +24,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_timers_events_children.sql"),
 ];
 
+/// Page cache of each reader connection, in KiB (as a negative
+/// `cache_size`); SQLite's default is 2,000 KiB per connection, which for
+/// [`MAX_READERS`] connections is most of a small host's memory.
+const READER_CACHE_KIB: i64 = -512;
+
 /// Jobs taken into one transaction at most.
 const MAX_BATCH: usize = 1024;
 
@@ -163,6 +168,9 @@ impl SqliteStorage {
                         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )?;
                     configure(&conn)?;
+                    // Readers are many and their reads small (one
+                    // instance's rows); the OS page cache holds the file.
+                    conn.pragma_update(None, "cache_size", READER_CACHE_KIB)?;
                     conn
                 }
             };
