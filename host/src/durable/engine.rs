@@ -538,15 +538,15 @@ pub(crate) const PRESSURE_MIN_IDLE: Duration = Duration::from_millis(200);
 
 async fn execute_activity(shared: &Shared, item: &WorkItem) -> TaskOutcome {
     let code = shared.code_for(&item.app, &item.digest).await?;
-    let outbound = shared
+    let config = shared
         .registry
         .snapshot()
         .apps
         .get(&item.app)
-        .map(|app| Arc::new(app.config.outbound.clone()))
+        .map(|app| app.config.clone())
         .unwrap_or_default();
     let info = ActivityInfo {
-        outbound,
+        config,
         name: item.name.clone(),
         instance_id: item.instance_id.to_string(),
         idempotency_key: item.idempotency_key(),

@@ -327,21 +327,7 @@ pub struct Effects {
 }
 
 impl Effects {
-    pub fn is_empty(&self) -> bool {
-        self == &Self::default()
-    }
-
     pub fn timer(&mut self, fire_at_ms: i64) {
         self.next_timer_ms = Some(self.next_timer_ms.map_or(fire_at_ms, |t| t.min(fire_at_ms)));
-    }
-
-    pub fn extend(&mut self, other: Effects) {
-        self.work.extend(other.work);
-        self.messages.extend(other.messages);
-        self.wake.extend(other.wake);
-        self.cancelled.extend(other.cancelled);
-        if let Some(t) = other.next_timer_ms {
-            self.timer(t);
-        }
     }
 }

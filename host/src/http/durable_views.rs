@@ -122,18 +122,16 @@ fn call_event(entry: &JournalEntry, request: &Value) -> Option<Value> {
 }
 
 /// The arrivals of the events an await's recorded result consumed.
-fn consumed_events(result: Option<&str>) -> Vec<i64> {
-    let Some(value) = result.map(json_value) else {
-        return Vec::new();
+fn consumed_events(entry: &JournalEntry) -> Vec<i64> {
+    let result = entry.result.as_deref().unwrap_or_default();
+    let answers = match entry.kind.as_str() {
+        journal::kind::AWAIT_ALL => journal::parse_await_all(result).unwrap_or_default(),
+        journal::kind::AWAIT_ANY => journal::parse_await_any(result)
+            .map(|(_, answer)| vec![answer])
+            .unwrap_or_default(),
+        _ => Vec::new(),
     };
-    let answers = match &value {
-        Value::Array(answers) => answers.iter().collect(),
-        other => vec![&other["outcome"]],
-    };
-    answers
-        .into_iter()
-        .filter_map(|a| a["event"].as_i64())
-        .collect()
+    answers.into_iter().filter_map(|a| a.event).collect()
 }
 
 /// The instance's history as events in causal order: the start, then the
@@ -192,7 +190,7 @@ pub(super) fn history_view(history: &History, with_output: bool) -> Vec<Value> {
                 .as_array()
                 .map(|tasks| tasks.iter().filter_map(Value::as_u64).collect())
                 .unwrap_or_default();
-            let events_taken = consumed_events(entry.result.as_deref());
+            let events_taken = consumed_events(entry);
             for slot in &mut pending {
                 let consumed = match slot {
                     Some(InboxMessage {

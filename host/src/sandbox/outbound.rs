@@ -131,8 +131,8 @@ impl outbound_http::Host for InvocationState {
         let Role::Activity(info) = &self.role else {
             return Err(self.unavailable("outbound-http", FunctionKind::Activity));
         };
-        let config = info.outbound.clone();
-        let result = send(&config, request).await;
+        let config = info.config.clone();
+        let result = send(&config.outbound, request).await;
         if let Err(e) = &result {
             tracing::debug!(function = %self.caller.function, "outbound request failed: {}", e.message);
         }

@@ -71,8 +71,8 @@ pub struct ActivityInfo {
     pub instance_id: String,
     pub idempotency_key: String,
     pub attempt: u32,
-    /// Where the activity may send HTTP requests (its app's configuration).
-    pub outbound: Arc<crate::config::OutboundConfig>,
+    /// Its app's configuration (where it may send HTTP requests).
+    pub config: Arc<crate::config::AppConfig>,
 }
 
 /// What the durable interfaces answer for this invocation.

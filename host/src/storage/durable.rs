@@ -184,7 +184,11 @@ fn filter_sql(filter: &InstanceFilter, args: &mut Vec<rusqlite::types::Value>) -
 }
 
 /// Leases work item `id` for another attempt (a retry after backoff).
-fn claim_one(conn: &Connection, id: i64, lease_until: i64) -> rusqlite::Result<Option<WorkItem>> {
+pub(super) fn claim_one(
+    conn: &Connection,
+    id: i64,
+    lease_until: i64,
+) -> rusqlite::Result<Option<WorkItem>> {
     let item = conn
         .prepare_cached(&format!(
             "SELECT {WORK_COLUMNS} FROM work_items w JOIN instances i ON i.id = w.instance_id
@@ -264,9 +268,7 @@ fn commit(conn: &Connection, episode: Episode) -> rusqlite::Result<Effects> {
     }
     tasks::start_children(conn, instance, episode.children, now, &mut effects)?;
     for (task, outcome) in episode.completions {
-        if let Some(message) = tasks::insert_completion(conn, instance, task, outcome, now)? {
-            effects.messages.push((instance.clone(), message));
-        }
+        tasks::complete(conn, instance, task, outcome, now, &mut effects)?;
     }
     let status = &episode.status;
     if let Some(next) = &episode.continue_as_new {
@@ -334,12 +336,8 @@ impl DurableStorage for SqliteStorage {
 
     fn create_instance(&self, record: InstanceRecord) -> StorageFuture<'_, CreateOutcome> {
         Box::pin(self.write(move |conn| {
-            if let Some(existing) = load_instance(conn, record.id.as_str())? {
-                if !existing.status.is_finished() {
-                    return Ok(CreateOutcome::AlreadyRunning(existing.status));
-                }
-                // A finished instance's id may be reused: its history goes.
-                conn.execute("DELETE FROM instances WHERE id = ?1", [record.id.as_str()])?;
+            if let Some(status) = tasks::free_id(conn, record.id.as_str())? {
+                return Ok(CreateOutcome::AlreadyRunning(status));
             }
             conn.execute(
                 "INSERT INTO instances (id, name, app, digest, status, input, output, custom_status,
@@ -487,7 +485,7 @@ impl DurableStorage for SqliteStorage {
     }
 
     fn fire_timers(&self, now_ms: i64, lease_ms: i64) -> StorageFuture<'_, Effects> {
-        Box::pin(self.write(move |conn| tasks::fire_due(conn, now_ms, lease_ms, claim_one)))
+        Box::pin(self.write(move |conn| tasks::fire_due(conn, now_ms, lease_ms)))
     }
 
     fn raise_event(

@@ -16,6 +16,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::durable::claim_one;
 use crate::durable::model::{
     ContinueAsNew, Effects, InboxBody, InboxMessage, InstanceId, NewChild, RuntimeStatus,
     TaskOutcome, WorkItem,
@@ -36,9 +37,33 @@ fn outcome_columns(outcome: &TaskOutcome) -> (bool, String) {
     }
 }
 
+/// The status of instance `id`, if it exists.
+fn status_of(conn: &Connection, id: &str) -> rusqlite::Result<Option<RuntimeStatus>> {
+    let status: Option<String> = conn
+        .prepare_cached("SELECT status FROM instances WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(status.as_deref().and_then(RuntimeStatus::parse))
+}
+
+/// Makes `id` free for a new instance: a finished instance with that id is
+/// deleted with its history (ids of finished instances may be reused). An
+/// unfinished one keeps it: its status is returned and nothing changes.
+pub(super) fn free_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<RuntimeStatus>> {
+    match status_of(conn, id)? {
+        Some(status) if !status.is_finished() => Ok(Some(status)),
+        Some(_) => {
+            conn.prepare_cached("DELETE FROM instances WHERE id = ?1")?
+                .execute([id])?;
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
 /// Answers task `task_id` of `instance` (an inbox row); `None` if it was
 /// answered already.
-pub(super) fn insert_completion(
+fn insert_completion(
     conn: &Connection,
     instance: &InstanceId,
     task_id: u64,
@@ -63,7 +88,7 @@ pub(super) fn insert_completion(
 }
 
 /// Answers a task and queues the message for delivery.
-fn complete(
+pub(super) fn complete(
     conn: &Connection,
     instance: &InstanceId,
     task_id: u64,
@@ -234,15 +259,7 @@ pub(super) fn start_children(
     effects: &mut Effects,
 ) -> rusqlite::Result<()> {
     for child in children {
-        let existing: Option<String> = conn
-            .prepare_cached("SELECT status FROM instances WHERE id = ?1")?
-            .query_row([child.id.as_str()], |r| r.get(0))
-            .optional()?;
-        let running = existing
-            .as_deref()
-            .and_then(RuntimeStatus::parse)
-            .is_some_and(|s| !s.is_finished());
-        if running {
+        if free_id(conn, child.id.as_str())?.is_some() {
             if let Some(task) = child.task_id {
                 let error = GuestError::new(
                     "already-exists",
@@ -251,9 +268,6 @@ pub(super) fn start_children(
                 complete(conn, parent, task, Err(error), now, effects)?;
             }
             continue;
-        }
-        if existing.is_some() {
-            conn.execute("DELETE FROM instances WHERE id = ?1", [child.id.as_str()])?;
         }
         conn.prepare_cached(
             "INSERT INTO instances (id, name, app, digest, status, input, parent_id, parent_task,
@@ -333,14 +347,7 @@ pub(super) fn on_instance_end(
     let Ok(parent) = InstanceId::parse(&parent) else {
         return Ok(());
     };
-    let parent_status: Option<String> = conn
-        .prepare_cached("SELECT status FROM instances WHERE id = ?1")?
-        .query_row([parent.as_str()], |r| r.get(0))
-        .optional()?;
-    let parent_waits = parent_status
-        .as_deref()
-        .and_then(RuntimeStatus::parse)
-        .is_some_and(|s| !s.is_finished());
+    let parent_waits = status_of(conn, parent.as_str())?.is_some_and(|s| !s.is_finished());
     if !parent_waits {
         return Ok(());
     }
@@ -373,6 +380,24 @@ fn last_arrival(conn: &Connection) -> rusqlite::Result<i64> {
         .unwrap_or(0))
 }
 
+/// Empties what the current generation of `id` recorded (journal, failed
+/// attempts) and makes it Pending again, starting now; messages that
+/// arrived before now belong to the old generation unless kept in its
+/// inbox. Callers delete the inbox rows that do not carry over.
+fn begin_generation(conn: &Connection, id: &str, now: i64) -> rusqlite::Result<()> {
+    drop_pending(conn, id)?;
+    conn.prepare_cached("DELETE FROM journal WHERE instance_id = ?1")?
+        .execute([id])?;
+    conn.prepare_cached("DELETE FROM task_attempts WHERE instance_id = ?1")?
+        .execute([id])?;
+    conn.prepare_cached(
+        "UPDATE instances SET status = 'Pending', output = NULL, updated_ms = ?2,
+             started_ms = ?2, arrival_floor = ?3 WHERE id = ?1",
+    )?
+    .execute(params![id, now, last_arrival(conn)?])?;
+    Ok(())
+}
+
 /// Starts a new generation of `id` on `input`: empties its journal, its
 /// answered tasks and the dropped events, and detaches its children.
 pub(super) fn continue_as_new(
@@ -382,9 +407,7 @@ pub(super) fn continue_as_new(
     custom_status: Option<&str>,
     now: i64,
 ) -> rusqlite::Result<()> {
-    drop_pending(conn, id)?;
-    conn.prepare_cached("DELETE FROM journal WHERE instance_id = ?1")?
-        .execute([id])?;
+    begin_generation(conn, id, now)?;
     conn.prepare_cached("DELETE FROM inbox WHERE instance_id = ?1 AND kind = 'task'")?
         .execute([id])?;
     let mut drop_event =
@@ -392,42 +415,23 @@ pub(super) fn continue_as_new(
     for arrival in &next.dropped_events {
         drop_event.execute(params![arrival, id])?;
     }
-    conn.prepare_cached("DELETE FROM task_attempts WHERE instance_id = ?1")?
-        .execute([id])?;
     conn.prepare_cached("UPDATE instances SET parent_task = NULL WHERE parent_id = ?1")?
         .execute([id])?;
-    conn.prepare_cached(
-        "UPDATE instances SET status = 'Pending', input = ?2, output = NULL, custom_status = ?3,
-             updated_ms = ?4, started_ms = ?4, arrival_floor = ?5 WHERE id = ?1",
-    )?
-    .execute(params![
-        id,
-        next.input,
-        custom_status,
-        now,
-        last_arrival(conn)?
-    ])?;
+    conn.prepare_cached("UPDATE instances SET input = ?2, custom_status = ?3 WHERE id = ?1")?
+        .execute(params![id, next.input, custom_status])?;
     Ok(())
 }
 
 /// Runs a failed child again: same id and input, empty history.
 fn restart(conn: &Connection, id: &str, now: i64, effects: &mut Effects) -> rusqlite::Result<()> {
-    let status: Option<String> = conn
-        .prepare_cached("SELECT status FROM instances WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
-        .optional()?;
-    if status.as_deref() != Some(RuntimeStatus::Failed.as_str()) {
+    if status_of(conn, id)? != Some(RuntimeStatus::Failed) {
         return Ok(());
     }
-    conn.prepare_cached("DELETE FROM journal WHERE instance_id = ?1")?
-        .execute([id])?;
+    begin_generation(conn, id, now)?;
     conn.prepare_cached("DELETE FROM inbox WHERE instance_id = ?1")?
         .execute([id])?;
-    conn.prepare_cached(
-        "UPDATE instances SET status = 'Pending', output = NULL, custom_status = NULL,
-             updated_ms = ?2, started_ms = ?2, arrival_floor = ?3 WHERE id = ?1",
-    )?
-    .execute(params![id, now, last_arrival(conn)?])?;
+    conn.prepare_cached("UPDATE instances SET custom_status = NULL WHERE id = ?1")?
+        .execute([id])?;
     if let Ok(id) = InstanceId::parse(id) {
         effects.wake.push(id);
     }
@@ -441,12 +445,7 @@ pub(super) fn next_due(conn: &Connection) -> rusqlite::Result<Option<i64>> {
 }
 
 /// Fires up to [`FIRE_BATCH`] timers due by `now`.
-pub(super) fn fire_due(
-    conn: &Connection,
-    now: i64,
-    lease_ms: i64,
-    claim: impl Fn(&Connection, i64, i64) -> rusqlite::Result<Option<WorkItem>>,
-) -> rusqlite::Result<Effects> {
+pub(super) fn fire_due(conn: &Connection, now: i64, lease_ms: i64) -> rusqlite::Result<Effects> {
     type Due = (i64, String, String, Option<i64>, Option<i64>);
     let due: Vec<Due> = conn
         .prepare_cached(
@@ -475,7 +474,7 @@ pub(super) fn fire_due(
                 }
             }
             ("retry", _, Some(item)) => {
-                if let Some(item) = claim(conn, item, now.saturating_add(lease_ms))? {
+                if let Some(item) = claim_one(conn, item, now.saturating_add(lease_ms))? {
                     effects.work.push(item);
                 }
             }
