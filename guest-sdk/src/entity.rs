@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::bindings::exports::perdure::functions::app::{EntityRequest, EntityResponse};
 use crate::bindings::perdure::functions::{entity_context, types as wit};
 use crate::error::{Error, Result};
 
@@ -48,25 +49,183 @@ impl From<&EntityId> for wit::EntityId {
 /// #[derive(Default, Serialize, Deserialize)]
 /// struct Counter(i64);
 ///
+/// impl Counter {
+///     fn add(&mut self, amount: i64) -> Result<()> {
+///         self.0 += amount;
+///         Ok(())
+///     }
+/// }
+///
 /// impl Entity for Counter {
-///     fn dispatch(&mut self, ctx: &mut EntityContext, op: &str, input: Option<Value>) -> Result<Option<Value>> {
-///         match op {
-///             "add" => { self.0 += ctx.input::<i64>(input)?; Ok(None) }
-///             "get" => Ok(Some(json!(self.0))),
-///             "delete" => { ctx.delete_state(); Ok(None) }
-///             _ => Err(Error::invalid_argument(format!("unknown operation {op}"))),
-///         }
+///     fn operations() -> Operations<Self> {
+///         Operations::new()
+///             .op("add", Counter::add)
+///             .op("reset", |c: &mut Counter, ()| { c.0 = 0; Ok(()) })
+///             .read("get", |c: &Counter| c.0)
+///             .delete("delete")
 ///     }
 /// }
 /// ```
 pub trait Entity: Serialize + DeserializeOwned + Default + 'static {
-    /// Applies one operation. An error leaves the stored state unchanged.
-    fn dispatch(
-        &mut self,
-        ctx: &mut EntityContext,
-        operation: &str,
-        input: Option<serde_json::Value>,
-    ) -> Result<Option<serde_json::Value>>;
+    /// The operations the entity accepts, by name. The host refuses any
+    /// other operation before it is queued.
+    fn operations() -> Operations<Self>;
+}
+
+type Run<E> =
+    Box<dyn Fn(&mut E, &mut EntityContext, Option<&str>) -> Result<Option<String>> + Send + Sync>;
+
+/// One operation: whether it may change the state, and how it runs.
+struct Operation<E> {
+    name: String,
+    read_only: bool,
+    run: Run<E>,
+}
+
+/// The operations of an entity type, built once per app.
+pub struct Operations<E> {
+    list: Vec<Operation<E>>,
+}
+
+impl<E: Entity> Default for Operations<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Decodes an operation's input; no input reads as JSON `null`, so `()` and
+/// `Option<T>` inputs may be left out.
+fn decode_input<I: DeserializeOwned>(operation: &str, input: Option<&str>) -> Result<I> {
+    serde_json::from_str(input.unwrap_or("null")).map_err(|e| {
+        let what = if input.is_some() {
+            "does not accept this input"
+        } else {
+            "needs an input"
+        };
+        Error::invalid_argument(format!("operation {operation} {what}: {e}"))
+    })
+}
+
+/// Encodes an operation's result; `null` (e.g. from `()`) is no result.
+fn encode_result<O: Serialize>(output: &O) -> Result<Option<String>> {
+    let json = serde_json::to_string(output)?;
+    Ok((json != "null").then_some(json))
+}
+
+impl<E: Entity> Operations<E> {
+    pub fn new() -> Self {
+        Self { list: Vec::new() }
+    }
+
+    fn push(mut self, name: impl Into<String>, read_only: bool, run: Run<E>) -> Self {
+        self.list.push(Operation {
+            name: name.into(),
+            read_only,
+            run,
+        });
+        self
+    }
+
+    /// An operation that may change the state. Its input `I` is parsed from
+    /// JSON (use `()` for none); its result `O` is returned to a caller.
+    pub fn op<I, O, F>(self, name: impl Into<String>, f: F) -> Self
+    where
+        I: DeserializeOwned,
+        O: Serialize,
+        F: Fn(&mut E, I) -> Result<O> + Send + Sync + 'static,
+    {
+        let name = name.into();
+        let op = name.clone();
+        self.push(
+            name,
+            false,
+            Box::new(move |state, _, input| encode_result(&f(state, decode_input(&op, input)?)?)),
+        )
+    }
+
+    /// An operation that also uses its [`EntityContext`] (to signal other
+    /// entities, start orchestrations or delete itself).
+    pub fn op_with_context<I, O, F>(self, name: impl Into<String>, f: F) -> Self
+    where
+        I: DeserializeOwned,
+        O: Serialize,
+        F: Fn(&mut E, I, &mut EntityContext) -> Result<O> + Send + Sync + 'static,
+    {
+        let name = name.into();
+        let op = name.clone();
+        self.push(
+            name,
+            false,
+            Box::new(move |state, ctx, input| {
+                encode_result(&f(state, decode_input(&op, input)?, ctx)?)
+            }),
+        )
+    }
+
+    /// An operation that only reads: it never creates, changes or deletes
+    /// the entity.
+    pub fn read<O, F>(self, name: impl Into<String>, f: F) -> Self
+    where
+        O: Serialize,
+        F: Fn(&E) -> O + Send + Sync + 'static,
+    {
+        self.push(name, true, Box::new(move |state, _, _| encode_result(&f(state))))
+    }
+
+    /// An operation that deletes the entity (its next operation starts from
+    /// `Default` again).
+    pub fn delete(self, name: impl Into<String>) -> Self {
+        self.push(
+            name,
+            false,
+            Box::new(|_, ctx, _| {
+                ctx.delete_state();
+                Ok(None)
+            }),
+        )
+    }
+
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.list.iter().map(|o| o.name.clone()).collect()
+    }
+
+    /// Applies `request` to the entity named `name`.
+    pub(crate) fn apply(&self, name: &str, request: EntityRequest) -> Result<EntityResponse> {
+        let operation = self
+            .list
+            .iter()
+            .find(|o| o.name == request.operation)
+            .ok_or_else(|| {
+                Error::new(crate::ErrorCode::NotFound, format!(
+                    "entity {name} has no operation {:?}; it has {}",
+                    request.operation,
+                    self.names().join(", ")
+                ))
+            })?;
+        let mut state: E = match &request.state {
+            Some(json) => serde_json::from_str(json).map_err(|e| {
+                Error::new(
+                    crate::ErrorCode::Internal,
+                    format!(
+                        "stored state of entity {name}@{} does not parse: {e}",
+                        request.key
+                    ),
+                )
+            })?,
+            None => E::default(),
+        };
+        let mut ctx =
+            EntityContext::new(EntityId::new(name, &request.key), request.state.is_some());
+        let output = (operation.run)(&mut state, &mut ctx, request.input.as_deref())?;
+        let state = if ctx.is_deleted() {
+            None
+        } else if operation.read_only {
+            request.state
+        } else {
+            Some(serde_json::to_string(&state)?)
+        };
+        Ok(EntityResponse { state, output })
+    }
 }
 
 /// The entity an operation runs on, and what it may do besides changing

@@ -52,7 +52,7 @@ pub use wit_bindgen as __wit_bindgen;
 
 pub use activity::ActivityContext;
 pub use client::{DurableClient, InstanceStatus, RuntimeStatus};
-pub use entity::{Entity, EntityContext, EntityId};
+pub use entity::{Entity, EntityContext, EntityId, Operations};
 pub use error::{Error, ErrorCode, Result};
 pub use http::{HttpRequest, HttpResponse};
 pub use orchestration::{OrchestrationContext, RetryPolicy, Task};
@@ -65,7 +65,8 @@ pub use serde_json::{self, Value, json};
 pub mod prelude {
     pub use crate::{
         ActivityContext, AuthLevel, DurableClient, Entity, EntityContext, EntityId, Error,
-        ErrorCode, Function, HttpRequest, HttpResponse, OrchestrationContext, Result, RetryPolicy,
+        ErrorCode, Function, HttpRequest, HttpResponse, Operations, OrchestrationContext, Result,
+        RetryPolicy,
         Task, Value, json,
     };
     pub use serde::{Deserialize, Serialize};
@@ -81,7 +82,7 @@ pub mod prelude {
 /// # #[derive(Default, Serialize, Deserialize)]
 /// # struct Counter(i64);
 /// # impl Entity for Counter {
-/// #     fn dispatch(&mut self, _: &mut EntityContext, _: &str, _: Option<Value>) -> Result<Option<Value>> { Ok(None) }
+/// #     fn operations() -> Operations<Self> { Operations::new().read("get", |c: &Counter| c.0) }
 /// # }
 /// perdure_sdk::export_app! {
 ///     Function::http("StartProcess", start_process).route("process").methods(["POST"]),

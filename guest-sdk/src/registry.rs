@@ -8,7 +8,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::bindings::exports::perdure::functions::app::{self, EntityRequest, EntityResponse};
 use crate::bindings::perdure::functions::types as wit;
-use crate::entity::{Entity, EntityContext, EntityId};
+use crate::entity::Entity;
 use crate::error::{Error, ErrorCode, Result};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::orchestration::OrchestrationContext;
@@ -38,7 +38,10 @@ enum Handler {
     },
     Orchestrator(OrchestratorHandler),
     Activity(ActivityHandler),
-    Entity(EntityHandler),
+    Entity {
+        run: EntityHandler,
+        operations: Vec<String>,
+    },
 }
 
 /// One exported function: a name, a kind and the Rust function behind it.
@@ -114,11 +117,13 @@ impl Function {
     pub fn entity<E: Entity>(name: impl Into<String>) -> Self {
         let name = name.into();
         let entity_name = name.clone();
+        let operations = E::operations();
         Self {
             name,
-            handler: Handler::Entity(Box::new(move |request| {
-                run_entity::<E>(&entity_name, request)
-            })),
+            handler: Handler::Entity {
+                operations: operations.names(),
+                run: Box::new(move |request| operations.apply(&entity_name, request)),
+            },
         }
     }
 
@@ -170,44 +175,19 @@ impl Function {
             ),
             Handler::Orchestrator(_) => (wit::FunctionKind::Orchestrator, None),
             Handler::Activity(_) => (wit::FunctionKind::Activity, None),
-            Handler::Entity(_) => (wit::FunctionKind::Entity, None),
+            Handler::Entity { .. } => (wit::FunctionKind::Entity, None),
+        };
+        let operations = match &self.handler {
+            Handler::Entity { operations, .. } => operations.clone(),
+            _ => Vec::new(),
         };
         wit::FunctionDescriptor {
             name: self.name.clone(),
             kind,
             http,
+            operations,
         }
     }
-}
-
-fn run_entity<E: Entity>(name: &str, request: EntityRequest) -> Result<EntityResponse> {
-    let mut state: E = match &request.state {
-        Some(json) => serde_json::from_str(json).map_err(|e| {
-            Error::new(
-                ErrorCode::Internal,
-                format!(
-                    "stored state of entity {name}@{} does not parse: {e}",
-                    request.key
-                ),
-            )
-        })?,
-        None => E::default(),
-    };
-    let input = request
-        .input
-        .as_deref()
-        .map(serde_json::from_str)
-        .transpose()?;
-    let mut ctx = EntityContext::new(EntityId::new(name, &request.key), request.state.is_some());
-    let result = state.dispatch(&mut ctx, &request.operation, input)?;
-    Ok(EntityResponse {
-        state: if ctx.is_deleted() {
-            None
-        } else {
-            Some(encode_output(&state)?)
-        },
-        output: result.map(|r| r.to_string()),
-    })
 }
 
 /// The list of functions an app exports; implemented by [`crate::export_app!`].
@@ -279,7 +259,7 @@ impl<A: App> app::Guest for Exports<A> {
 
     fn run_entity(function: String, request: EntityRequest) -> Result<EntityResponse, wit::Error> {
         match find::<A>(&function)? {
-            Handler::Entity(handler) => Ok(handler(request)?),
+            Handler::Entity { run, .. } => Ok(run(request)?),
             _ => Err(wrong_kind(&function, "an entity")),
         }
     }

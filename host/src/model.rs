@@ -107,6 +107,16 @@ pub struct FunctionDef {
     pub kind: FunctionKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpTrigger>,
+    /// An entity's operations; empty for other kinds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<String>,
+}
+
+impl FunctionDef {
+    /// True if this entity function accepts `operation`.
+    pub fn accepts(&self, operation: &str) -> bool {
+        self.operations.iter().any(|o| o == operation)
+    }
 }
 
 /// Why a component's self-description was refused.
@@ -128,21 +138,60 @@ pub enum DescriptionError {
     BadMethod { name: String, method: String },
     #[error("HTTP functions {first} and {second} answer the same route and method")]
     RouteClash { first: String, second: String },
+    #[error("entity {0} declares no operations")]
+    NoOperations(String),
+    #[error("entity {name}: operation name {operation:?} is not valid: use 1-128 letters, digits, '_', '-' or '.'")]
+    BadOperation { name: String, operation: String },
+    #[error("{kind:?} function {name} declares operations; only entities do")]
+    UnexpectedOperations { name: String, kind: FunctionKind },
 }
 
 /// Checks a function name: the same rule applies to every kind, since
 /// orchestrator, activity and entity names appear in URLs and journals.
 pub fn validate_function_name(name: &str) -> Result<(), DescriptionError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
+    if is_plain_name(name) {
         Ok(())
     } else {
         Err(DescriptionError::BadName(name.to_owned()))
     }
+}
+
+/// 1-128 ASCII letters, digits, `_`, `-` or `.`: function and entity
+/// operation names, which appear in URLs and journals.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn validate_operations(f: &RawFunction) -> Result<Vec<String>, DescriptionError> {
+    if f.kind != FunctionKind::Entity {
+        if f.operations.is_empty() {
+            return Ok(Vec::new());
+        }
+        return Err(DescriptionError::UnexpectedOperations {
+            name: f.name.clone(),
+            kind: f.kind,
+        });
+    }
+    if f.operations.is_empty() {
+        return Err(DescriptionError::NoOperations(f.name.clone()));
+    }
+    let mut operations: Vec<String> = Vec::with_capacity(f.operations.len());
+    for operation in &f.operations {
+        if !is_plain_name(operation) {
+            return Err(DescriptionError::BadOperation {
+                name: f.name.clone(),
+                operation: operation.clone(),
+            });
+        }
+        if !operations.contains(operation) {
+            operations.push(operation.clone());
+        }
+    }
+    Ok(operations)
 }
 
 fn validate_method(name: &str, method: &str) -> Result<String, DescriptionError> {
@@ -170,6 +219,7 @@ pub struct RawFunction {
     pub name: String,
     pub kind: FunctionKind,
     pub http: Option<RawTrigger>,
+    pub operations: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +240,7 @@ impl AppDescription {
             if functions.iter().any(|g| g.name == f.name) {
                 return Err(DescriptionError::Duplicate(f.name));
             }
+            let operations = validate_operations(&f)?;
             let http = match (f.kind, f.http) {
                 (FunctionKind::Http, None) => return Err(DescriptionError::MissingTrigger(f.name)),
                 (FunctionKind::Http, Some(t)) => {
@@ -229,6 +280,7 @@ impl AppDescription {
                 name: f.name,
                 kind: f.kind,
                 http,
+                operations,
             });
         }
         Ok(Self { functions })
@@ -252,6 +304,7 @@ mod tests {
                 methods: methods.iter().map(|m| m.to_string()).collect(),
                 auth_level: AuthLevel::Function,
             }),
+            operations: Vec::new(),
         }
     }
 
@@ -287,6 +340,38 @@ mod tests {
         assert!(matches!(
             AppDescription::validate(bad_name),
             Err(DescriptionError::BadName(_))
+        ));
+    }
+
+    #[test]
+    fn entities_declare_valid_operations() {
+        let entity = |operations: &[&str]| RawFunction {
+            name: "Counter".into(),
+            kind: FunctionKind::Entity,
+            http: None,
+            operations: operations.iter().map(|o| o.to_string()).collect(),
+        };
+        assert!(matches!(
+            AppDescription::validate(vec![entity(&[])]),
+            Err(DescriptionError::NoOperations(_))
+        ));
+        assert!(matches!(
+            AppDescription::validate(vec![entity(&["add", "a b"])]),
+            Err(DescriptionError::BadOperation { .. })
+        ));
+        let valid = AppDescription::validate(vec![entity(&["add", "get", "add"])])
+            .map_err(|e| e.to_string());
+        let counter = valid.as_ref().ok().and_then(|d| d.function("Counter"));
+        assert_eq!(
+            counter.map(|f| f.operations.clone()),
+            Some(vec!["add".to_owned(), "get".to_owned()])
+        );
+        assert!(counter.is_some_and(|f| f.accepts("get") && !f.accepts("reset")));
+        let mut http_with_ops = http("A", "a", &["GET"]);
+        http_with_ops.operations = vec!["add".into()];
+        assert!(matches!(
+            AppDescription::validate(vec![http_with_ops]),
+            Err(DescriptionError::UnexpectedOperations { .. })
         ));
     }
 }

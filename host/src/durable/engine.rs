@@ -44,6 +44,9 @@ pub struct EngineConfig {
     /// How long a dispatched activity is leased before another attempt may
     /// take it.
     pub activity_lease: Duration,
+    /// Entities running a batch of operations at once (each holds a
+    /// sandbox slot while it does).
+    pub max_entity_batches: usize,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +57,7 @@ impl Default for EngineConfig {
             max_hot_instances: 64,
             max_activities: cores * 8,
             activity_lease: Duration::from_secs(120),
+            max_entity_batches: cores * 4,
         }
     }
 }
@@ -72,6 +76,13 @@ pub(crate) enum Signal {
     /// Move the instance to its app's current version if its journal
     /// replays identically (see `upgrade.rs`).
     Upgrade(super::upgrade::UpgradeRequest),
+}
+
+/// A loaded orchestrator: its app, version digest and bytes.
+pub(crate) struct LoadedOrchestrator {
+    pub(crate) app: String,
+    pub(crate) digest: String,
+    pub(crate) bytes: Arc<[u8]>,
 }
 
 /// The engine's state, shared by its tasks.
@@ -98,6 +109,10 @@ pub(crate) struct Shared {
     finished: tokio::sync::watch::Sender<u64>,
     /// Wakes the timer task when an earlier timer is set.
     pub(crate) timers: TimerClock,
+    /// Entities with a worker in this process.
+    pub(crate) entity_workers: super::entities::EntityWorkers,
+    /// Entity batches running at once.
+    pub(crate) entity_slots: Semaphore,
     pub(crate) stopping: AtomicBool,
 }
 
@@ -115,6 +130,7 @@ impl Shared {
             storage,
             registry,
             activity_slots: Arc::new(Semaphore::new(config.max_activities.max(1))),
+            entity_slots: Semaphore::new(config.max_entity_batches.max(1)),
             session_slots: Arc::new(Semaphore::new(config.max_hot_instances.max(1))),
             pressure: tokio::sync::Notify::new(),
             slot_waiters: std::sync::atomic::AtomicUsize::new(0),
@@ -125,12 +141,26 @@ impl Shared {
             versions: Mutex::new(HashMap::new()),
             finished: tokio::sync::watch::Sender::new(0),
             timers: TimerClock::default(),
+            entity_workers: Default::default(),
             stopping: AtomicBool::new(false),
         })
     }
 
     pub(crate) fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The orchestrator `name` as currently loaded.
+    pub(crate) fn loaded_orchestrator(&self, name: &str) -> Option<LoadedOrchestrator> {
+        let snapshot = self.registry.snapshot();
+        let (app, _) = snapshot
+            .function(name)
+            .filter(|(_, f)| f.kind == FunctionKind::Orchestrator)?;
+        Some(LoadedOrchestrator {
+            app: app.name.clone(),
+            digest: app.digest.hex(),
+            bytes: app.bytes.clone(),
+        })
     }
 
     /// Stops every session (their mailboxes close) and activity.
@@ -140,6 +170,7 @@ impl Shared {
         lock(&self.hot).clear();
         self.activity_slots.close();
         self.session_slots.close();
+        self.entity_slots.close();
     }
 
     /// A sandbox slot for a session. If none is free, asks one idle session
@@ -256,6 +287,7 @@ impl Shared {
             wake,
             cancelled,
             next_timer_ms,
+            entities,
         } = effects;
         self.dispatch(work);
         for (id, message) in messages {
@@ -272,6 +304,9 @@ impl Shared {
         }
         if let Some(at) = next_timer_ms {
             self.timers.schedule(at);
+        }
+        for entity in entities {
+            self.wake_entity(entity);
         }
     }
 
@@ -528,7 +563,7 @@ async fn run_leased_activity(
 }
 
 /// Pause before retrying work that found every sandbox slot busy.
-const OVERLOAD_BACKOFF: Duration = Duration::from_millis(20);
+pub(crate) const OVERLOAD_BACKOFF: Duration = Duration::from_millis(20);
 
 /// How long a session waits before it gives its slot to a session that
 /// needs one: long enough that sessions waiting on quick activities keep

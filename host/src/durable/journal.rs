@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use super::entities::model::EntityId;
 use super::model::{JournalEntry, TaskOutcome};
 use crate::sandbox::GuestError;
 
@@ -21,6 +22,10 @@ pub mod kind {
     pub const SCHEDULE_SUB_ORCHESTRATION: &str = "schedule-sub-orchestration";
     pub const START_ORCHESTRATION: &str = "start-orchestration";
     pub const CONTINUE_AS_NEW: &str = "continue-as-new";
+    pub const SCHEDULE_ENTITY_CALL: &str = "schedule-entity-call";
+    pub const SIGNAL_ENTITY: &str = "signal-entity";
+    pub const LOCK_ENTITIES: &str = "lock-entities";
+    pub const UNLOCK_ENTITIES: &str = "unlock-entities";
 }
 
 /// A call an orchestrator makes, before it is answered.
@@ -90,6 +95,32 @@ impl Call {
             kind::CONTINUE_AS_NEW,
             json!({ "input": input, "preserveUnprocessedEvents": preserve_unprocessed_events }),
         )
+    }
+
+    pub fn schedule_entity_call(entity: &EntityId, operation: &str, input: Option<&str>) -> Self {
+        Self::new(
+            kind::SCHEDULE_ENTITY_CALL,
+            json!({ "name": entity.name, "key": entity.key, "operation": operation, "input": input }),
+        )
+    }
+
+    pub fn signal_entity(entity: &EntityId, operation: &str, input: Option<&str>) -> Self {
+        Self::new(
+            kind::SIGNAL_ENTITY,
+            json!({ "name": entity.name, "key": entity.key, "operation": operation, "input": input }),
+        )
+    }
+
+    pub fn lock_entities(entities: &[EntityId]) -> Self {
+        let ids: Vec<Value> = entities
+            .iter()
+            .map(|e| json!({ "name": e.name, "key": e.key }))
+            .collect();
+        Self::new(kind::LOCK_ENTITIES, json!({ "entities": ids }))
+    }
+
+    pub fn unlock_entities() -> Self {
+        Self::new(kind::UNLOCK_ENTITIES, json!({}))
     }
 
     pub fn await_all(tasks: &[u64]) -> Self {

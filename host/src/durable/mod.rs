@@ -8,6 +8,7 @@
 //! - `engine`: instance runs, activity dispatch, recovery.
 
 mod engine;
+pub mod entities;
 pub mod journal;
 pub mod model;
 pub mod retry;
@@ -25,7 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub use engine::EngineConfig;
-pub(crate) use engine::{Shared, Signal};
+pub(crate) use engine::{LoadedOrchestrator, Shared, Signal};
 use model::{InstanceFilter, InstanceId, InstancePage, InstanceRecord, RuntimeStatus};
 
 use crate::keys::Keys;
@@ -70,6 +71,11 @@ impl Engine {
         })
     }
 
+    /// The orchestrator `name` as currently loaded.
+    pub(crate) fn loaded_orchestrator(&self, name: &str) -> Option<LoadedOrchestrator> {
+        self.shared.loaded_orchestrator(name)
+    }
+
     /// The management URLs of an instance, carrying its instance key.
     pub fn management_urls(&self, base_url: &str, id: &InstanceId) -> ManagementUrls {
         ManagementUrls::new(base_url, id, &self.keys.instance_key(id.as_str()))
@@ -111,6 +117,13 @@ impl Engine {
         }
         for id in unfinished {
             shared.deliver(&id, Signal::Wake);
+        }
+        let entities = shared.storage().entities_with_messages().await?;
+        if !entities.is_empty() {
+            tracing::info!(count = entities.len(), "resuming entities with queued operations");
+        }
+        for id in entities {
+            shared.wake_entity(id);
         }
         tokio::spawn(timers::run(self.shared.clone()));
         let sweeper = Arc::downgrade(&self.shared);

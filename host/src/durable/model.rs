@@ -281,6 +281,8 @@ pub struct Episode {
     /// Tasks whose pending timers are deleted.
     pub cancelled_timers: Vec<u64>,
     pub children: Vec<NewChild>,
+    /// Messages to entities (calls, signals, locks, unlocks), in order.
+    pub entity_ops: Vec<super::entities::model::NewEntityOp>,
     /// Tasks answered at once (e.g. a sub-orchestration that names no
     /// loaded orchestrator): stored in the inbox like any completion.
     pub completions: Vec<(u64, TaskOutcome)>,
@@ -324,6 +326,8 @@ pub struct Effects {
     pub cancelled: Vec<InstanceId>,
     /// The earliest timer the write created, if any.
     pub next_timer_ms: Option<i64>,
+    /// Entities with new messages (or released locks) to process.
+    pub entities: Vec<super::entities::model::EntityId>,
 }
 
 impl Effects {

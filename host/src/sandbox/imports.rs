@@ -1,14 +1,13 @@
 //! The host side of the small interfaces a function app imports:
-//! `logging` (every function kind), `activity-context` and
-//! `entity-context`. A call from the wrong kind of function traps with a
-//! message that says so. `orchestration` lives in `orchestration.rs`,
-//! `client` in `client.rs`.
+//! `logging` (every function kind) and `activity-context`. A call from the
+//! wrong kind of function traps with a message that says so.
+//! `orchestration` lives in `orchestration.rs`, `entity-context` in
+//! `entity.rs`, `client` in `client.rs`.
 
-use super::bindings::perdure::functions::{activity_context, entity_context, logging, types};
+use super::bindings::perdure::functions::{activity_context, logging, types};
 use super::state::{InvocationState, Role};
 use crate::model::FunctionKind;
 
-type Json = String;
 
 impl InvocationState {
     /// The trap for a durable call that this caller may not make, or that
@@ -55,25 +54,5 @@ impl activity_context::Host for InvocationState {
             }),
             _ => Err(self.unavailable("activity-context", FunctionKind::Activity)),
         }
-    }
-}
-
-impl entity_context::Host for InvocationState {
-    async fn signal_entity(
-        &mut self,
-        _entity: types::EntityId,
-        _operation: String,
-        _input: Option<Json>,
-    ) -> wasmtime::Result<()> {
-        Err(self.unavailable("entity-context", FunctionKind::Entity))
-    }
-
-    async fn start_orchestration(
-        &mut self,
-        _name: String,
-        _instance_id: Option<String>,
-        _input: Json,
-    ) -> wasmtime::Result<String> {
-        Err(self.unavailable("entity-context", FunctionKind::Entity))
     }
 }

@@ -14,6 +14,7 @@
 pub mod bindings;
 mod client;
 mod code_cache;
+mod entity;
 mod guest_log;
 mod imports;
 mod orchestration;
@@ -33,6 +34,7 @@ use wasmtime::{
 
 pub use code_cache::{CacheOutcome, CodeCache};
 pub use state::{ActivityInfo, Caller};
+pub use entity::{BatchOutcome, OperationCall, OperationOutcome};
 
 use bindings::{FunctionApp, FunctionAppPre, types};
 use state::{InvocationState, Role};
@@ -594,5 +596,6 @@ fn raw_function(f: types::FunctionDescriptor) -> RawFunction {
                 types::AuthLevel::Admin => AuthLevel::Admin,
             },
         }),
+        operations: f.operations,
     }
 }

@@ -5,10 +5,12 @@
 
 use super::bindings::perdure::functions::{orchestration, types};
 use super::state::{InvocationState, Role};
+use crate::durable::entities::model::EntityId;
 use crate::durable::journal::Answer;
 use crate::durable::retry::RetryPolicy;
 use crate::durable::session::{Fault, Session};
 use crate::model::FunctionKind;
+use crate::sandbox::GuestError;
 
 type Json = String;
 
@@ -24,6 +26,12 @@ fn retry_policy(options: &orchestration::TaskOptions) -> Option<RetryPolicy> {
         max_retry_interval_ms: r.max_retry_interval,
         retry_timeout_ms: r.retry_timeout,
     })
+}
+
+/// A guest's entity id, validated.
+pub(super) fn entity_id(entity: &types::EntityId) -> Result<EntityId, GuestError> {
+    EntityId::parse(&entity.name, &entity.key)
+        .map_err(|e| GuestError::new("invalid-argument", e.to_string()))
 }
 
 fn internal(message: &str) -> types::Error {
@@ -62,15 +70,6 @@ impl InvocationState {
         call(session).map_err(|fault| session.fail(fault))
     }
 
-    /// A call this host version does not answer yet: the instance fails
-    /// with a message that says so.
-    fn not_yet<T>(&mut self, call: &str) -> wasmtime::Result<T> {
-        self.answer(|_| {
-            Err(Fault::BadCall(format!(
-                "`{call}` is not supported by this host version yet"
-            )))
-        })
-    }
 
     /// Awaits one task.
     async fn await_one(&mut self, task: u64) -> wasmtime::Result<Result<Json, types::Error>> {
@@ -129,11 +128,17 @@ impl orchestration::Host for InvocationState {
 
     async fn schedule_entity_call(
         &mut self,
-        _entity: types::EntityId,
-        _operation: String,
-        _input: Option<Json>,
+        entity: types::EntityId,
+        operation: String,
+        input: Option<Json>,
     ) -> wasmtime::Result<u64> {
-        self.not_yet("schedule-entity-call")
+        // The WIT call returns a bare task id: a call that cannot be made
+        // is a broken rule, and fails the instance.
+        let entity = self.answer(|_| entity_id(&entity).map_err(|e| Fault::BadCall(e.message)))?;
+        self.answer(|s| {
+            s.schedule_entity_call(entity, operation, input)?
+                .map_err(|e| Fault::BadCall(e.message))
+        })
     }
 
     async fn await_all(
@@ -217,31 +222,61 @@ impl orchestration::Host for InvocationState {
 
     async fn call_entity(
         &mut self,
-        _entity: types::EntityId,
-        _operation: String,
-        _input: Option<Json>,
+        entity: types::EntityId,
+        operation: String,
+        input: Option<Json>,
     ) -> wasmtime::Result<Result<Option<Json>, types::Error>> {
-        self.not_yet("call-entity")
+        let entity = match entity_id(&entity) {
+            Ok(entity) => entity,
+            Err(e) => return Ok(Err(e.to_wit())),
+        };
+        let task = match self.answer(|s| s.schedule_entity_call(entity, operation, input))? {
+            Ok(task) => task,
+            Err(e) => return Ok(Err(e.to_wit())),
+        };
+        Ok(self
+            .await_one(task)
+            .await?
+            .map(|json| (json != "null").then_some(json)))
     }
 
     async fn signal_entity(
         &mut self,
-        _entity: types::EntityId,
-        _operation: String,
-        _input: Option<Json>,
+        entity: types::EntityId,
+        operation: String,
+        input: Option<Json>,
     ) -> wasmtime::Result<()> {
-        self.not_yet("signal-entity")
+        let entity = self.answer(|_| entity_id(&entity).map_err(|e| Fault::BadCall(e.message)))?;
+        self.answer(|s| s.signal_entity(entity, operation, input))
     }
 
     async fn lock_entities(
         &mut self,
-        _entities: Vec<types::EntityId>,
+        entities: Vec<types::EntityId>,
     ) -> wasmtime::Result<Result<(), types::Error>> {
-        self.not_yet("lock-entities")
+        let ids = match entities.iter().map(entity_id).collect::<Result<Vec<_>, _>>() {
+            Ok(ids) => ids,
+            Err(e) => return Ok(Err(e.to_wit())),
+        };
+        let task = match self.answer(|s| s.lock_entities(ids))? {
+            Ok(Some(task)) => task,
+            Ok(None) => return Ok(Ok(())),
+            Err(e) => return Ok(Err(e.to_wit())),
+        };
+        match self.await_one(task).await? {
+            Ok(_) => Ok(Ok(())),
+            Err(e) => {
+                self.answer(|s| {
+                    s.lock_failed();
+                    Ok(())
+                })?;
+                Ok(Err(e))
+            }
+        }
     }
 
     async fn unlock_entities(&mut self) -> wasmtime::Result<()> {
-        self.not_yet("unlock-entities")
+        self.answer(Session::unlock_entities)
     }
 
     async fn start_orchestration(

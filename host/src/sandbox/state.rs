@@ -81,6 +81,8 @@ pub(crate) enum Role {
     Plain,
     Orchestrator(Box<Session>),
     Activity(ActivityInfo),
+    /// An entity operation, with what it sent so far.
+    Entity(Vec<crate::durable::entities::model::EntitySend>),
 }
 
 /// The store data of one invocation.

@@ -8,9 +8,13 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::entities;
 use super::sqlite::SqliteStorage;
 use super::tasks;
 use super::{ChangeOutcome, CreateOutcome, DurableStorage, EventOutcome, StorageFuture};
+use crate::durable::entities::model::{
+    EntityBatch, EntityCommit, EntityId, EntityPage, EntityRecord, NewEntityOp,
+};
 use crate::durable::model::{
     Effects, Episode, History, InboxBody, InboxMessage, InstanceFilter, InstanceId, InstancePage,
     InstanceRecord, JournalEntry, RuntimeStatus, TaskAttempt, TaskOutcome, WorkItem,
@@ -266,13 +270,15 @@ fn commit(conn: &Connection, episode: Episode) -> rusqlite::Result<Effects> {
     for task in &episode.cancelled_timers {
         tasks::delete_timer(conn, id, *task)?;
     }
-    tasks::start_children(conn, instance, episode.children, now, &mut effects)?;
+    tasks::start_children(conn, Some(instance), episode.children, now, &mut effects)?;
+    super::entities::enqueue(conn, &episode.entity_ops, now, &mut effects)?;
     for (task, outcome) in episode.completions {
         tasks::complete(conn, instance, task, outcome, now, &mut effects)?;
     }
     let status = &episode.status;
     if let Some(next) = &episode.continue_as_new {
-        tasks::continue_as_new(conn, id, next, status.custom_status.as_deref(), now)?;
+        let custom_status = status.custom_status.as_deref();
+        tasks::continue_as_new(conn, id, next, custom_status, now, &mut effects)?;
         effects.work.clear();
         effects.messages.retain(|(target, _)| target != instance);
         effects.next_timer_ms = None;
@@ -613,5 +619,41 @@ impl DurableStorage for SqliteStorage {
         limit: usize,
     ) -> StorageFuture<'_, Vec<WorkItem>> {
         Box::pin(self.write(move |conn| claim_expired(conn, expired_by_ms, lease_until_ms, limit)))
+    }
+
+    fn send_to_entities(&self, ops: Vec<NewEntityOp>) -> StorageFuture<'_, Effects> {
+        Box::pin(self.write(move |conn| {
+            let mut effects = Effects::default();
+            entities::enqueue(conn, &ops, now_ms(), &mut effects)?;
+            Ok(effects)
+        }))
+    }
+
+    fn entity_batch(&self, id: &EntityId, limit: usize) -> StorageFuture<'_, EntityBatch> {
+        let id = id.clone();
+        Box::pin(self.read(move |conn| entities::load_batch(conn, &id, limit)))
+    }
+
+    fn commit_entity_batch(&self, commit: EntityCommit) -> StorageFuture<'_, Effects> {
+        Box::pin(self.write(move |conn| entities::commit_batch(conn, commit, now_ms())))
+    }
+
+    fn entity(&self, id: &EntityId) -> StorageFuture<'_, Option<EntityRecord>> {
+        let id = id.clone();
+        Box::pin(self.read(move |conn| entities::load_entity(conn, &id)))
+    }
+
+    fn list_entities(
+        &self,
+        name: &str,
+        top: usize,
+        continuation: Option<String>,
+    ) -> StorageFuture<'_, EntityPage> {
+        let name = name.to_owned();
+        Box::pin(self.read(move |conn| entities::list(conn, &name, top, continuation.as_deref())))
+    }
+
+    fn entities_with_messages(&self) -> StorageFuture<'_, Vec<EntityId>> {
+        Box::pin(self.read(entities::with_queued_ops))
     }
 }

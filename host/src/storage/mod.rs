@@ -7,6 +7,7 @@
 //! transaction committed.
 
 mod durable;
+mod entities;
 mod sqlite;
 mod tasks;
 
@@ -14,6 +15,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::durable::entities::model::{
+    EntityBatch, EntityCommit, EntityId, EntityPage, EntityRecord, NewEntityOp,
+};
 use crate::durable::model::{
     Effects, Episode, History, InboxMessage, InstanceFilter, InstanceId, InstancePage,
     InstanceRecord, RuntimeStatus, TaskOutcome, WorkItem,
@@ -191,4 +195,30 @@ pub trait DurableStorage: Send + Sync + 'static {
         lease_until_ms: i64,
         limit: usize,
     ) -> StorageFuture<'_, Vec<WorkItem>>;
+
+    /// Queues messages for entities (a client's signals), in order.
+    fn send_to_entities(&self, ops: Vec<NewEntityOp>) -> StorageFuture<'_, Effects>;
+
+    /// An entity's state and lock and up to `limit` messages it may process
+    /// next (while it is locked, only the holder's).
+    fn entity_batch(&self, id: &EntityId, limit: usize) -> StorageFuture<'_, EntityBatch>;
+
+    /// Commits a processed batch: the entity's new state, each message's
+    /// end (answers, forwarded locks, what operations sent), and deletes
+    /// the messages. Messages that are gone are skipped.
+    fn commit_entity_batch(&self, commit: EntityCommit) -> StorageFuture<'_, Effects>;
+
+    /// An entity with state or a lock, if it exists.
+    fn entity(&self, id: &EntityId) -> StorageFuture<'_, Option<EntityRecord>>;
+
+    /// Entities of one entity function that have state, in key order.
+    fn list_entities(
+        &self,
+        name: &str,
+        top: usize,
+        continuation: Option<String>,
+    ) -> StorageFuture<'_, EntityPage>;
+
+    /// Entities with queued messages.
+    fn entities_with_messages(&self) -> StorageFuture<'_, Vec<EntityId>>;
 }

@@ -253,14 +253,14 @@ pub(super) fn finish_work(
 /// `already-exists`.
 pub(super) fn start_children(
     conn: &Connection,
-    parent: &InstanceId,
+    parent: Option<&InstanceId>,
     children: Vec<NewChild>,
     now: i64,
     effects: &mut Effects,
 ) -> rusqlite::Result<()> {
     for child in children {
         if free_id(conn, child.id.as_str())?.is_some() {
-            if let Some(task) = child.task_id {
+            if let (Some(parent), Some(task)) = (parent, child.task_id) {
                 let error = GuestError::new(
                     "already-exists",
                     format!("instance {} already exists and has not finished", child.id),
@@ -280,7 +280,7 @@ pub(super) fn start_children(
             child.app,
             child.digest,
             child.input,
-            parent.as_str(),
+            parent.map(InstanceId::as_str),
             child.task_id.map(|t| t as i64),
             child.retry,
             now
@@ -290,13 +290,14 @@ pub(super) fn start_children(
     Ok(())
 }
 
-/// Deletes what an ended generation of an instance left running.
-fn drop_pending(conn: &Connection, id: &str) -> rusqlite::Result<()> {
+/// Deletes what an ended generation of an instance left running, and
+/// releases the entities it holds.
+fn drop_pending(conn: &Connection, id: &str, effects: &mut Effects) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM work_items WHERE instance_id = ?1")?
         .execute([id])?;
     conn.prepare_cached("DELETE FROM timers WHERE instance_id = ?1")?
         .execute([id])?;
-    Ok(())
+    super::entities::release_instance(conn, id, effects)
 }
 
 /// The error a parent's task gets from a child that did not complete.
@@ -324,7 +325,7 @@ pub(super) fn on_instance_end(
     now: i64,
     effects: &mut Effects,
 ) -> rusqlite::Result<()> {
-    drop_pending(conn, id)?;
+    drop_pending(conn, id, effects)?;
     type Row = (
         String,
         Option<String>,
@@ -384,8 +385,13 @@ fn last_arrival(conn: &Connection) -> rusqlite::Result<i64> {
 /// attempts) and makes it Pending again, starting now; messages that
 /// arrived before now belong to the old generation unless kept in its
 /// inbox. Callers delete the inbox rows that do not carry over.
-fn begin_generation(conn: &Connection, id: &str, now: i64) -> rusqlite::Result<()> {
-    drop_pending(conn, id)?;
+fn begin_generation(
+    conn: &Connection,
+    id: &str,
+    now: i64,
+    effects: &mut Effects,
+) -> rusqlite::Result<()> {
+    drop_pending(conn, id, effects)?;
     conn.prepare_cached("DELETE FROM journal WHERE instance_id = ?1")?
         .execute([id])?;
     conn.prepare_cached("DELETE FROM task_attempts WHERE instance_id = ?1")?
@@ -406,8 +412,9 @@ pub(super) fn continue_as_new(
     next: &ContinueAsNew,
     custom_status: Option<&str>,
     now: i64,
+    effects: &mut Effects,
 ) -> rusqlite::Result<()> {
-    begin_generation(conn, id, now)?;
+    begin_generation(conn, id, now, effects)?;
     conn.prepare_cached("DELETE FROM inbox WHERE instance_id = ?1 AND kind = 'task'")?
         .execute([id])?;
     let mut drop_event =
@@ -427,7 +434,7 @@ fn restart(conn: &Connection, id: &str, now: i64, effects: &mut Effects) -> rusq
     if status_of(conn, id)? != Some(RuntimeStatus::Failed) {
         return Ok(());
     }
-    begin_generation(conn, id, now)?;
+    begin_generation(conn, id, now, effects)?;
     conn.prepare_cached("DELETE FROM inbox WHERE instance_id = ?1")?
         .execute([id])?;
     conn.prepare_cached("UPDATE instances SET custom_status = NULL WHERE id = ?1")?
@@ -510,7 +517,7 @@ pub(super) fn terminate_tree(
                 effects,
             )?;
         } else {
-            drop_pending(conn, next.as_str())?;
+            drop_pending(conn, next.as_str(), effects)?;
         }
         let children: Vec<String> = conn
             .prepare_cached(

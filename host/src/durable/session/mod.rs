@@ -12,6 +12,7 @@
 //!   it becomes visible, so a crash at any point replays consistently.
 
 mod awaits;
+mod entities;
 mod schedule;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::mpsc;
 
 use super::engine::{Shared, Signal};
+use super::entities::model::{EntityId, NewEntityOp};
 use super::journal::{self, Call};
 use super::model::{
     ContinueAsNew, Episode, History, InboxBody, InboxMessage, InstanceId, InstanceRecord,
@@ -103,6 +105,7 @@ struct Scheduled {
     /// The bytes of the children's versions, stored before the commit.
     child_code: Vec<(String, Arc<[u8]>)>,
     completions: Vec<(u64, TaskOutcome)>,
+    entity_ops: Vec<NewEntityOp>,
 }
 
 impl Scheduled {
@@ -113,6 +116,7 @@ impl Scheduled {
             && self.cancelled_timers.is_empty()
             && self.children.is_empty()
             && self.completions.is_empty()
+            && self.entity_ops.is_empty()
     }
 }
 
@@ -138,6 +142,9 @@ pub(crate) struct Session {
     /// unconsumed events carry over.
     continue_as: Option<(String, bool)>,
     custom_status: Option<String>,
+    /// The entities of the current critical section (held or being
+    /// locked), sorted.
+    locks: Option<Vec<EntityId>>,
     /// False until the first episode marked the instance Running.
     started: bool,
     /// While suspended, no await is answered; messages are kept.
@@ -192,6 +199,7 @@ impl Session {
             // Set after the loaded inbox is merged.
             arrival_floor: i64::MIN,
             continue_as: None,
+            locks: None,
             started,
             mailbox,
             shared,
@@ -469,6 +477,7 @@ impl Session {
             cancelled_timers: scheduled.cancelled_timers,
             children: scheduled.children,
             completions: scheduled.completions,
+            entity_ops: scheduled.entity_ops,
             continue_as_new,
             status: StatusUpdate {
                 status,

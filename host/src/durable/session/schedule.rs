@@ -6,18 +6,11 @@
 use std::sync::atomic::Ordering;
 
 use super::{Fault, Session, Task, TaskKind, TaskState};
+use crate::durable::engine::LoadedOrchestrator as Orchestrator;
 use crate::durable::journal::Call;
 use crate::durable::model::{InstanceId, NewChild, NewTimer, NewWorkItem};
 use crate::durable::retry::RetryPolicy;
-use crate::model::FunctionKind;
 use crate::sandbox::GuestError;
-
-/// A loaded orchestrator: its app, version digest and bytes.
-struct Orchestrator {
-    app: String,
-    digest: String,
-    bytes: std::sync::Arc<[u8]>,
-}
 
 fn policy_value(retry: Option<&RetryPolicy>) -> Result<Option<serde_json::Value>, Fault> {
     let Some(policy) = retry else {
@@ -30,7 +23,7 @@ fn policy_value(retry: Option<&RetryPolicy>) -> Result<Option<serde_json::Value>
 }
 
 impl Session {
-    fn track(&mut self, task: u64, kind: TaskKind) -> u64 {
+    pub(super) fn track(&mut self, task: u64, kind: TaskKind) -> u64 {
         self.tasks.insert(
             task,
             Task {
@@ -43,15 +36,7 @@ impl Session {
 
     /// The orchestrator `name` as currently loaded.
     fn orchestrator(&self, name: &str) -> Option<Orchestrator> {
-        let snapshot = self.shared.registry().snapshot();
-        let (app, _) = snapshot
-            .function(name)
-            .filter(|(_, f)| f.kind == FunctionKind::Orchestrator)?;
-        Some(Orchestrator {
-            app: app.name.clone(),
-            digest: app.digest.hex(),
-            bytes: app.bytes.clone(),
-        })
+        self.shared.loaded_orchestrator(name)
     }
 
     pub(crate) fn schedule_activity(

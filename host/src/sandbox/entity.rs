@@ -1,0 +1,194 @@
+//! Running entity operations: a batch of operations on one entity runs in
+//! one instance of its app, one operation after another, each seeing the
+//! state the previous one left. The `entity-context` calls an operation
+//! makes are buffered per operation and kept only if it succeeds.
+//!
+//! An operation that traps (or runs out of time or memory) fails alone:
+//! the instance is dropped and the next operation gets a fresh one.
+
+use std::time::Instant;
+
+use wasmtime::Store;
+
+use super::bindings::exports::perdure::functions::app::EntityRequest;
+use super::bindings::perdure::functions::{entity_context, types};
+use super::bindings::FunctionApp;
+use super::orchestration::entity_id;
+use super::state::{Caller, InvocationState, Role};
+use super::{AppCode, GuestError, InvocationError, Sandbox};
+use crate::durable::entities::model::{EntityId, EntityOpKind, EntitySend, NewEntityOp};
+use crate::durable::model::{InstanceId, NewChild};
+use crate::model::FunctionKind;
+
+type Json = String;
+
+/// One operation to run.
+#[derive(Debug, Clone)]
+pub struct OperationCall {
+    pub operation: String,
+    pub input: Option<String>,
+}
+
+/// How one operation ended: its result (or why it failed) and, if it
+/// succeeded, what it sent.
+#[derive(Debug)]
+pub struct OperationOutcome {
+    pub result: Result<Option<String>, InvocationError>,
+    pub sends: Vec<EntitySend>,
+}
+
+/// What the operations of a batch ran: an outcome per operation, in order,
+/// and the state after the last one. Fewer outcomes than operations means
+/// the sandbox was full: the rest did not run.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    pub state: Option<String>,
+    pub outcomes: Vec<OperationOutcome>,
+}
+
+impl Sandbox {
+    /// Runs `calls` on `entity` (the function `entity.name` of `code`),
+    /// starting from `state`.
+    pub async fn run_entity_operations(
+        &self,
+        code: &AppCode,
+        app: &str,
+        entity: &EntityId,
+        mut state: Option<String>,
+        calls: Vec<OperationCall>,
+    ) -> BatchOutcome {
+        let mut outcomes = Vec::with_capacity(calls.len());
+        let mut live: Option<(FunctionApp, Store<InvocationState>)> = None;
+        for call in calls {
+            let (app_instance, store) = match &mut live {
+                Some(pair) => pair,
+                None => {
+                    let caller = Caller {
+                        app: app.into(),
+                        function: entity.name.as_str().into(),
+                        kind: FunctionKind::Entity,
+                    };
+                    let mut store = self.store(caller, Role::Entity(Vec::new()));
+                    match code.pre.instantiate_async(&mut store).await {
+                        Ok(instance) => live.insert((instance, store)),
+                        Err(e) => match self.classify(&store, e) {
+                            InvocationError::Overloaded => break,
+                            error => {
+                                outcomes.push(OperationOutcome {
+                                    result: Err(error),
+                                    sends: Vec::new(),
+                                });
+                                continue;
+                            }
+                        },
+                    }
+                }
+            };
+            let data = store.data_mut();
+            data.timed_out = false;
+            data.deadline = Instant::now() + data.time_limit;
+            let request = EntityRequest {
+                key: entity.key.clone(),
+                operation: call.operation,
+                input: call.input,
+                state: state.clone(),
+            };
+            let run = app_instance.perdure_functions_app().call_run_entity(
+                &mut *store,
+                &entity.name,
+                &request,
+            );
+            let outcome = tokio::time::timeout(self.limits.timeout, run).await;
+            let sends = match &mut store.data_mut().role {
+                Role::Entity(sends) => std::mem::take(sends),
+                _ => Vec::new(),
+            };
+            let result = match outcome {
+                Ok(Ok(Ok(response))) => {
+                    state = response.state;
+                    Ok(response.output)
+                }
+                Ok(Ok(Err(error))) => Err(InvocationError::Guest(GuestError::from(error))),
+                Ok(Err(trap)) => {
+                    let error = self.classify(store, trap);
+                    live = None;
+                    Err(error)
+                }
+                Err(_elapsed) => {
+                    live = None;
+                    Err(InvocationError::Timeout(self.limits.timeout))
+                }
+            };
+            let sends = if result.is_ok() { sends } else { Vec::new() };
+            outcomes.push(OperationOutcome { result, sends });
+        }
+        BatchOutcome { state, outcomes }
+    }
+}
+
+impl InvocationState {
+    fn entity_sends(&mut self) -> wasmtime::Result<&mut Vec<EntitySend>> {
+        if !matches!(self.role, Role::Entity(_)) {
+            return Err(self.unavailable("entity-context", FunctionKind::Entity));
+        }
+        match &mut self.role {
+            Role::Entity(sends) => Ok(sends),
+            _ => Err(wasmtime::Error::msg("unreachable: role checked above")),
+        }
+    }
+}
+
+impl entity_context::Host for InvocationState {
+    async fn signal_entity(
+        &mut self,
+        entity: types::EntityId,
+        operation: String,
+        input: Option<Json>,
+    ) -> wasmtime::Result<()> {
+        let target = entity_id(&entity).map_err(|e| wasmtime::Error::msg(e.message))?;
+        self.entity_sends()?.push(EntitySend::Signal(NewEntityOp {
+            target,
+            kind: EntityOpKind::Operation { operation, input },
+            sender: None,
+            reply_task: None,
+        }));
+        Ok(())
+    }
+
+    async fn start_orchestration(
+        &mut self,
+        name: String,
+        instance_id: Option<String>,
+        input: Json,
+    ) -> wasmtime::Result<String> {
+        self.entity_sends()?;
+        if serde_json::from_str::<serde::de::IgnoredAny>(&input).is_err() {
+            return Err(wasmtime::Error::msg(format!(
+                "the input for orchestration {name} is not valid JSON"
+            )));
+        }
+        let id = match instance_id {
+            Some(id) => InstanceId::parse(&id).map_err(|e| wasmtime::Error::msg(e.to_string()))?,
+            None => InstanceId::generate(),
+        };
+        let loaded = self
+            .client
+            .as_ref()
+            .and_then(|engine| engine.loaded_orchestrator(&name))
+            .ok_or_else(|| wasmtime::Error::msg(format!("no orchestrator named {name} is loaded")))?;
+        let child = NewChild {
+            task_id: None,
+            id: id.clone(),
+            name,
+            app: loaded.app,
+            digest: loaded.digest,
+            input,
+            retry: None,
+        };
+        self.entity_sends()?.push(EntitySend::Start {
+            child,
+            bytes: loaded.bytes,
+        });
+        Ok(id.to_string())
+    }
+}
