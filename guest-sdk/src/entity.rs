@@ -169,7 +169,11 @@ impl<E: Entity> Operations<E> {
         O: Serialize,
         F: Fn(&E) -> O + Send + Sync + 'static,
     {
-        self.push(name, true, Box::new(move |state, _, _| encode_result(&f(state))))
+        self.push(
+            name,
+            true,
+            Box::new(move |state, _, _| encode_result(&f(state))),
+        )
     }
 
     /// An operation that deletes the entity (its next operation starts from
@@ -196,11 +200,14 @@ impl<E: Entity> Operations<E> {
             .iter()
             .find(|o| o.name == request.operation)
             .ok_or_else(|| {
-                Error::new(crate::ErrorCode::NotFound, format!(
-                    "entity {name} has no operation {:?}; it has {}",
-                    request.operation,
-                    self.names().join(", ")
-                ))
+                Error::new(
+                    crate::ErrorCode::NotFound,
+                    format!(
+                        "entity {name} has no operation {:?}; it has {}",
+                        request.operation,
+                        self.names().join(", ")
+                    ),
+                )
             })?;
         let mut state: E = match &request.state {
             Some(json) => serde_json::from_str(json).map_err(|e| {

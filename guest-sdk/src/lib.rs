@@ -66,8 +66,7 @@ pub mod prelude {
     pub use crate::{
         ActivityContext, AuthLevel, DurableClient, Entity, EntityContext, EntityId, Error,
         ErrorCode, Function, HttpRequest, HttpResponse, Operations, OrchestrationContext, Result,
-        RetryPolicy,
-        Task, Value, json,
+        RetryPolicy, Task, Value, json,
     };
     pub use serde::{Deserialize, Serialize};
 }

@@ -140,7 +140,9 @@ pub enum DescriptionError {
     RouteClash { first: String, second: String },
     #[error("entity {0} declares no operations")]
     NoOperations(String),
-    #[error("entity {name}: operation name {operation:?} is not valid: use 1-128 letters, digits, '_', '-' or '.'")]
+    #[error(
+        "entity {name}: operation name {operation:?} is not valid: use 1-128 letters, digits, '_', '-' or '.'"
+    )]
     BadOperation { name: String, operation: String },
     #[error("{kind:?} function {name} declares operations; only entities do")]
     UnexpectedOperations { name: String, kind: FunctionKind },

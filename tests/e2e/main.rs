@@ -5,6 +5,7 @@
 mod admin;
 mod crash;
 mod durable_api;
+mod entities;
 mod greet;
 mod hot_reload;
 mod orchestrations;

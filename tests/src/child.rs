@@ -85,6 +85,16 @@ impl ChildHost {
         })
     }
 
+    /// Sends SIGKILL without waiting, e.g. while requests are in flight;
+    /// [`Self::kill`] reaps the process afterwards.
+    pub fn sigkill(&self) -> anyhow::Result<()> {
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill failed: {status}");
+        Ok(())
+    }
+
     /// Kills the process without warning (SIGKILL) and reaps it.
     pub fn kill(mut self) -> anyhow::Result<()> {
         self.child.kill()?;

@@ -7,7 +7,11 @@
 //!   the balance unchanged, when the balance is too small) and `balance`.
 //! - Orchestrator `TransferFunds` moves an amount between two accounts in a
 //!   critical section: both accounts are locked, so no other operation sees
-//!   the money in flight and the total never changes.
+//!   the money in flight and the total never changes. `AuditAccounts` locks
+//!   a set of accounts and sums their balances: a consistent snapshot.
+//! - HTTP function `Counters` (route `counters/{key}`): `POST` with a
+//!   number signals `add` through the durable client, `GET` reads the
+//!   count.
 
 use perdure_sdk::prelude::*;
 
@@ -102,8 +106,51 @@ fn transfer_funds(ctx: &OrchestrationContext, transfer: Transfer) -> Result<Valu
     Ok(json!({ "transferred": moved, "amount": transfer.amount }))
 }
 
+#[derive(Deserialize)]
+struct Audit {
+    accounts: Vec<String>,
+}
+
+/// The sum of the balances of `accounts`, read in one critical section.
+fn audit_accounts(ctx: &OrchestrationContext, audit: Audit) -> Result<Value> {
+    let ids: Vec<EntityId> = audit
+        .accounts
+        .iter()
+        .map(|key| EntityId::new("Account", key))
+        .collect();
+    ctx.lock_entities(&ids)?;
+    let mut total = 0i64;
+    for id in &ids {
+        total += ctx
+            .call_entity::<i64>(id, "balance", None::<&()>)?
+            .unwrap_or(0);
+    }
+    ctx.unlock_entities();
+    Ok(json!({ "total": total }))
+}
+
+/// `POST /api/counters/{key}` with a number adds it; `GET` reads the count.
+fn counters(req: HttpRequest) -> Result<HttpResponse> {
+    let key = req.param("key").unwrap_or_default().to_owned();
+    let id = EntityId::new("Counter", &key);
+    let client = DurableClient::new();
+    if req.method == "POST" {
+        let amount: i64 = req.json()?;
+        client.signal_entity(&id, "add", Some(&amount))?;
+        return Ok(HttpResponse::new(202));
+    }
+    match client.read_entity_state::<i64>(&id)? {
+        Some(count) => HttpResponse::json(200, &json!({ "key": key, "count": count })),
+        None => HttpResponse::json(404, &json!({ "key": key, "error": "no such counter" })),
+    }
+}
+
 perdure_sdk::export_app! {
     Function::entity::<Counter>("Counter"),
     Function::entity::<Account>("Account"),
     Function::orchestrator("TransferFunds", transfer_funds),
+    Function::orchestrator("AuditAccounts", audit_accounts),
+    Function::http("Counters", counters)
+        .route("counters/{key}")
+        .methods(["GET", "POST"]),
 }

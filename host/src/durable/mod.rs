@@ -120,7 +120,10 @@ impl Engine {
         }
         let entities = shared.storage().entities_with_messages().await?;
         if !entities.is_empty() {
-            tracing::info!(count = entities.len(), "resuming entities with queued operations");
+            tracing::info!(
+                count = entities.len(),
+                "resuming entities with queued operations"
+            );
         }
         for id in entities {
             shared.wake_entity(id);

@@ -58,6 +58,7 @@ pub(super) async fn handle(
         (&Method::POST, ["orchestrators", name, id]) => start(ctx, req, name, Some(id)).await,
         (&Method::GET, ["instances"]) => list(ctx, req).await,
         (&Method::DELETE, ["instances"]) => purge_many(ctx, req).await,
+        (_, ["entities", entity @ ..]) => super::entities::handle(ctx, req, entity, rest).await,
         (_, ["instances", id, ..]) => {
             let id = parse_id(id)?;
             let query = query_pairs(&req);
@@ -80,7 +81,7 @@ pub(super) async fn handle(
     }
 }
 
-fn no_route(method: &Method, rest: &str) -> ApiError {
+pub(super) fn no_route(method: &Method, rest: &str) -> ApiError {
     ApiError::not_found(format!(
         "no durable route {method} {}/{rest}; see the README's HTTP API",
         crate::durable::BASE_PATH
@@ -110,7 +111,7 @@ fn authorize_instance(
 }
 
 /// A JSON body as text: empty is `null`; anything else must parse.
-async fn json_body(
+pub(super) async fn json_body(
     ctx: &HttpContext,
     req: Request<Incoming>,
     what: &str,
@@ -315,13 +316,10 @@ async fn restart(
     )))
 }
 
-async fn list(ctx: &HttpContext, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
-    require_master(ctx, &req)?;
-    let query = query_pairs(&req);
-    let filter = instance_filter(&query)?;
-    let show_input = flag(&query, "showInput", false)?;
-    let top = match param(&query, "top") {
-        None => DEFAULT_TOP,
+/// The page size a listing asks for with `top`.
+pub(super) fn top_param(query: &[(String, String)]) -> Result<usize, ApiError> {
+    match param(query, "top") {
+        None => Ok(DEFAULT_TOP),
         Some(v) => v
             .parse::<usize>()
             .ok()
@@ -330,29 +328,51 @@ async fn list(ctx: &HttpContext, req: Request<Incoming>) -> Result<HttpResponse,
                 ApiError::bad_request(format!(
                     "top must be a number from 1 to {MAX_TOP}, not {v:?}"
                 ))
-            })?,
-    };
-    let continuation = req
-        .headers()
+            }),
+    }
+}
+
+/// Where a listing continues: the `x-ms-continuation-token` header of the
+/// previous page's answer.
+pub(super) fn continuation_token(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
         .get("x-ms-continuation-token")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
-        .map(str::to_owned);
-    let page = ctx.engine.list(filter, top, continuation).await?;
-    let views: Vec<serde_json::Value> = page
-        .instances
-        .iter()
-        .map(|r| status_view(r, show_input))
-        .collect();
-    let mut response = json_response(StatusCode::OK, &views);
-    if let Some(token) = page.continuation
+        .map(str::to_owned)
+}
+
+/// Sets the `x-ms-continuation-token` header of a page.
+pub(super) fn with_continuation(mut response: HttpResponse, token: Option<String>) -> HttpResponse {
+    if let Some(token) = token
         && let Ok(value) = HeaderValue::from_str(&token)
     {
         response
             .headers_mut()
             .insert("x-ms-continuation-token", value);
     }
-    Ok(response)
+    response
+}
+
+async fn list(ctx: &HttpContext, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    require_master(ctx, &req)?;
+    let query = query_pairs(&req);
+    let filter = instance_filter(&query)?;
+    let show_input = flag(&query, "showInput", false)?;
+    let top = top_param(&query)?;
+    let page = ctx
+        .engine
+        .list(filter, top, continuation_token(&req))
+        .await?;
+    let views: Vec<serde_json::Value> = page
+        .instances
+        .iter()
+        .map(|r| status_view(r, show_input))
+        .collect();
+    Ok(with_continuation(
+        json_response(StatusCode::OK, &views),
+        page.continuation,
+    ))
 }
 
 async fn purge_many(ctx: &HttpContext, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {

@@ -9,6 +9,7 @@
 mod admin;
 mod durable;
 mod durable_views;
+mod entities;
 mod error;
 mod triggers;
 

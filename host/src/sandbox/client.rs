@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::bindings::perdure::functions::{client, types};
+use super::orchestration::entity_id;
 use super::state::InvocationState;
+use crate::durable::entities::SignalError;
 use crate::durable::model::{InstanceId, InstanceRecord, RuntimeStatus};
 use crate::durable::{Engine, PlainResponse, StartError};
 use crate::storage::{ChangeOutcome, EventOutcome, StorageError};
@@ -226,15 +228,40 @@ impl client::Host for InvocationState {
 
     async fn signal_entity(
         &mut self,
-        _entity: types::EntityId,
-        _operation: String,
-        _input: Option<Json>,
+        entity: types::EntityId,
+        operation: String,
+        input: Option<Json>,
     ) -> ClientResult<()> {
-        Ok(Err(entities_not_yet()))
+        let engine = self.engine();
+        let signal = async move {
+            let engine = engine?;
+            let id = entity_id(&entity).map_err(|e| e.to_wit())?;
+            engine
+                .signal_entity(id, &operation, input)
+                .await
+                .map_err(|e| {
+                    let code = match &e {
+                        SignalError::UnknownEntity(_) => types::ErrorCode::NotFound,
+                        SignalError::UnknownOperation { .. } | SignalError::InvalidInput(_) => {
+                            types::ErrorCode::InvalidArgument
+                        }
+                        SignalError::Storage(_) => types::ErrorCode::Internal,
+                    };
+                    error(code, e.to_string())
+                })
+        };
+        Ok(signal.await)
     }
 
-    async fn read_entity_state(&mut self, _entity: types::EntityId) -> ClientResult<Option<Json>> {
-        Ok(Err(entities_not_yet()))
+    async fn read_entity_state(&mut self, entity: types::EntityId) -> ClientResult<Option<Json>> {
+        let engine = self.engine();
+        let read = async move {
+            let engine = engine?;
+            let id = entity_id(&entity).map_err(|e| e.to_wit())?;
+            let record = engine.entity(&id).await.map_err(storage_error)?;
+            Ok(record.and_then(|r| r.state))
+        };
+        Ok(read.await)
     }
 
     async fn create_check_status_response(
@@ -276,11 +303,4 @@ impl InvocationState {
         let id = parse_id(instance_id).map_err(|e| wasmtime::Error::msg(e.message))?;
         Ok((engine, id))
     }
-}
-
-fn entities_not_yet() -> types::Error {
-    error(
-        types::ErrorCode::FailedPrecondition,
-        "durable entities are not supported by this host version yet",
-    )
 }

@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use wasmtime::Store;
 
+use super::bindings::FunctionApp;
 use super::bindings::exports::perdure::functions::app::EntityRequest;
 use super::bindings::perdure::functions::{entity_context, types};
-use super::bindings::FunctionApp;
 use super::orchestration::entity_id;
 use super::state::{Caller, InvocationState, Role};
 use super::{AppCode, GuestError, InvocationError, Sandbox};
@@ -175,7 +175,9 @@ impl entity_context::Host for InvocationState {
             .client
             .as_ref()
             .and_then(|engine| engine.loaded_orchestrator(&name))
-            .ok_or_else(|| wasmtime::Error::msg(format!("no orchestrator named {name} is loaded")))?;
+            .ok_or_else(|| {
+                wasmtime::Error::msg(format!("no orchestrator named {name} is loaded"))
+            })?;
         let child = NewChild {
             task_id: None,
             id: id.clone(),

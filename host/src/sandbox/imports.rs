@@ -8,7 +8,6 @@ use super::bindings::perdure::functions::{activity_context, logging, types};
 use super::state::{InvocationState, Role};
 use crate::model::FunctionKind;
 
-
 impl InvocationState {
     /// The trap for a durable call that this caller may not make, or that
     /// this host cannot answer yet.

@@ -33,8 +33,8 @@ use wasmtime::{
 };
 
 pub use code_cache::{CacheOutcome, CodeCache};
-pub use state::{ActivityInfo, Caller};
 pub use entity::{BatchOutcome, OperationCall, OperationOutcome};
+pub use state::{ActivityInfo, Caller};
 
 use bindings::{FunctionApp, FunctionAppPre, types};
 use state::{InvocationState, Role};

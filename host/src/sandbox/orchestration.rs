@@ -70,7 +70,6 @@ impl InvocationState {
         call(session).map_err(|fault| session.fail(fault))
     }
 
-
     /// Awaits one task.
     async fn await_one(&mut self, task: u64) -> wasmtime::Result<Result<Json, types::Error>> {
         let mut outcomes = orchestration::Host::await_all(self, vec![task]).await?;
@@ -254,7 +253,11 @@ impl orchestration::Host for InvocationState {
         &mut self,
         entities: Vec<types::EntityId>,
     ) -> wasmtime::Result<Result<(), types::Error>> {
-        let ids = match entities.iter().map(entity_id).collect::<Result<Vec<_>, _>>() {
+        let ids = match entities
+            .iter()
+            .map(entity_id)
+            .collect::<Result<Vec<_>, _>>()
+        {
             Ok(ids) => ids,
             Err(e) => return Ok(Err(e.to_wit())),
         };

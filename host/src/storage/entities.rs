@@ -128,7 +128,9 @@ pub(super) fn load_batch(
                 kind,
                 sender,
             }),
-            None => tracing::warn!(entity = %id, op = op_id, kind, "skipping an unreadable entity message"),
+            None => {
+                tracing::warn!(entity = %id, op = op_id, kind, "skipping an unreadable entity message")
+            }
         }
     }
     Ok(EntityBatch {
@@ -138,18 +140,23 @@ pub(super) fn load_batch(
     })
 }
 
-/// Deletes a processed message; returns its sender and the task awaiting
-/// the answer, or `None` if the message is gone.
-fn take_op(
-    conn: &Connection,
-    op: i64,
-) -> rusqlite::Result<Option<(Option<String>, Option<i64>, Option<String>)>> {
+/// A processed message's routing columns: sender, reply task, locks.
+type Routing = (Option<String>, Option<i64>, Option<String>);
+
+/// Deletes a processed message; returns its routing, or `None` if the
+/// message is gone.
+fn take_op(conn: &Connection, op: i64) -> rusqlite::Result<Option<Routing>> {
     conn.prepare_cached("DELETE FROM entity_ops WHERE id = ?1 RETURNING sender, reply_task, locks")?
         .query_row([op], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()
 }
 
-fn set_lock(conn: &Connection, id: &EntityId, holder: Option<&str>, now: i64) -> rusqlite::Result<()> {
+fn set_lock(
+    conn: &Connection,
+    id: &EntityId,
+    holder: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO entities (name, key, state, locked_by, last_op_ms) VALUES (?1, ?2, NULL, ?3, ?4)
          ON CONFLICT (name, key) DO UPDATE SET locked_by = excluded.locked_by",
@@ -219,7 +226,14 @@ pub(super) fn commit_batch(
                     }
                     None => {
                         if let Some(task) = reply_task {
-                            tasks::complete(conn, holder, task as u64, Ok("null".into()), now, &mut effects)?;
+                            tasks::complete(
+                                conn,
+                                holder,
+                                task as u64,
+                                Ok("null".into()),
+                                now,
+                                &mut effects,
+                            )?;
                         }
                     }
                 }
@@ -262,7 +276,9 @@ pub(super) fn release_instance(
     )?
     .execute([id])?;
     let released: Vec<(String, String)> = conn
-        .prepare_cached("UPDATE entities SET locked_by = NULL WHERE locked_by = ?1 RETURNING name, key")?
+        .prepare_cached(
+            "UPDATE entities SET locked_by = NULL WHERE locked_by = ?1 RETURNING name, key",
+        )?
         .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     for (name, key) in released {
@@ -286,7 +302,10 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<EntityRecor
     }))
 }
 
-pub(super) fn load_entity(conn: &Connection, id: &EntityId) -> rusqlite::Result<Option<EntityRecord>> {
+pub(super) fn load_entity(
+    conn: &Connection,
+    id: &EntityId,
+) -> rusqlite::Result<Option<EntityRecord>> {
     Ok(conn
         .prepare_cached(
             "SELECT name, key, state, locked_by, last_op_ms FROM entities WHERE name = ?1 AND key = ?2",

@@ -11,7 +11,10 @@
 //!   wake is therefore always read by some worker.
 //! - Idle entities have no task and no memory: only rows.
 
+mod api;
 pub mod model;
+
+pub use api::SignalError;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -262,7 +265,9 @@ async fn keep_started_versions(
         if let OpDone::Ran { sends, .. } = done {
             for send in sends {
                 if let EntitySend::Start { child, bytes } = send {
-                    shared.keep_version(child.digest.clone(), bytes.clone()).await?;
+                    shared
+                        .keep_version(child.digest.clone(), bytes.clone())
+                        .await?;
                 }
             }
         }

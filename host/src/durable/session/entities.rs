@@ -67,7 +67,9 @@ impl Session {
         {
             return Ok(Err(GuestError::new(
                 "failed-precondition",
-                format!("inside a critical section, only the locked entities can be called; {entity} is not locked"),
+                format!(
+                    "inside a critical section, only the locked entities can be called; {entity} is not locked"
+                ),
             )));
         }
         let call = Call::schedule_entity_call(&entity, &operation, input.as_deref());

@@ -10,6 +10,8 @@
 //! - `LongJournal` makes N journaled calls, then calls an activity.
 //! - `HelloSequence` calls `SayHello` for five cities (benchmarks).
 //! - `waits.rs`: timers, events, retries and sub-orchestrations.
+//! - `entities.rs`: calls, signals and locks on the `counter` example's
+//!   entities.
 //! - `ClockProbe` reads the time, a guid and a HashMap's order, which must
 //!   be the same when the instance is replayed.
 
@@ -18,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use perdure_sdk::prelude::*;
 
+mod entities;
 mod waits;
 
 #[derive(Deserialize)]
@@ -160,4 +163,7 @@ perdure_sdk::export_app! {
     Function::orchestrator("WaitsForever", waits::waits_forever),
     Function::orchestrator("ParentOfWaiter", waits::parent_of_waiter),
     Function::orchestrator("EventOrTimer", waits::event_or_timer),
+    Function::orchestrator("CallEntity", entities::call_entity),
+    Function::orchestrator("SignalThenCall", entities::signal_then_call),
+    Function::orchestrator("LockTwice", entities::lock_twice),
 }
