@@ -118,16 +118,7 @@ impl Engine {
         for id in unfinished {
             shared.deliver(&id, Signal::Wake);
         }
-        let entities = shared.storage().entities_with_messages().await?;
-        if !entities.is_empty() {
-            tracing::info!(
-                count = entities.len(),
-                "resuming entities with queued operations"
-            );
-        }
-        for id in entities {
-            shared.wake_entity(id);
-        }
+        tokio::spawn(entities::resume(shared.clone()));
         tokio::spawn(timers::run(self.shared.clone()));
         let sweeper = Arc::downgrade(&self.shared);
         let period = Duration::from_millis((lease / 4).max(1) as u64);

@@ -653,7 +653,11 @@ impl DurableStorage for SqliteStorage {
         Box::pin(self.read(move |conn| entities::list(conn, &name, top, continuation.as_deref())))
     }
 
-    fn entities_with_messages(&self) -> StorageFuture<'_, Vec<EntityId>> {
-        Box::pin(self.read(entities::with_queued_ops))
+    fn entities_with_messages(
+        &self,
+        after: Option<EntityId>,
+        limit: usize,
+    ) -> StorageFuture<'_, Vec<EntityId>> {
+        Box::pin(self.read(move |conn| entities::with_queued_ops(conn, after.as_ref(), limit)))
     }
 }

@@ -346,11 +346,22 @@ pub(super) fn list(
     })
 }
 
-/// Entities with queued messages (to resume after a start).
-pub(super) fn with_queued_ops(conn: &Connection) -> rusqlite::Result<Vec<EntityId>> {
+/// Up to `limit` entities with queued messages after `after`, in (name,
+/// key) order (to resume them after a start, a page at a time).
+pub(super) fn with_queued_ops(
+    conn: &Connection,
+    after: Option<&EntityId>,
+    limit: usize,
+) -> rusqlite::Result<Vec<EntityId>> {
+    let (name, key) = after.map_or(("", ""), |e| (e.name.as_str(), e.key.as_str()));
     let pairs: Vec<(String, String)> = conn
-        .prepare_cached("SELECT DISTINCT name, key FROM entity_ops")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .prepare_cached(
+            "SELECT DISTINCT name, key FROM entity_ops WHERE (name, key) > (?1, ?2)
+             ORDER BY name, key LIMIT ?3",
+        )?
+        .query_map(params![name, key, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(pairs
         .iter()

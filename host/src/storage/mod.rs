@@ -219,6 +219,11 @@ pub trait DurableStorage: Send + Sync + 'static {
         continuation: Option<String>,
     ) -> StorageFuture<'_, EntityPage>;
 
-    /// Entities with queued messages.
-    fn entities_with_messages(&self) -> StorageFuture<'_, Vec<EntityId>>;
+    /// Up to `limit` entities with queued messages, in (name, key) order,
+    /// after `after`.
+    fn entities_with_messages(
+        &self,
+        after: Option<EntityId>,
+        limit: usize,
+    ) -> StorageFuture<'_, Vec<EntityId>>;
 }

@@ -34,7 +34,14 @@ const BATCH: usize = 256;
 #[derive(Default)]
 pub(crate) struct EntityWorkers {
     hot: Mutex<HashMap<EntityId, bool>>,
+    /// Notified whenever a worker leaves.
+    left: tokio::sync::Notify,
 }
+
+/// Entities resumed at start-up are woken a page at a time, while fewer
+/// than this many workers run: a million queued entities must not become
+/// a million tasks at once.
+const RESUME_PAGE: usize = 1000;
 
 impl EntityWorkers {
     fn hot(&self) -> std::sync::MutexGuard<'_, HashMap<EntityId, bool>> {
@@ -55,11 +62,57 @@ impl EntityWorkers {
             return false;
         }
         hot.remove(id);
+        drop(hot);
+        self.left.notify_waiters();
         true
     }
 
     fn leave(&self, id: &EntityId) {
         self.hot().remove(id);
+        self.left.notify_waiters();
+    }
+
+    /// Waits until fewer than `limit` workers run.
+    async fn fewer_than(&self, limit: usize) {
+        loop {
+            let left = self.left.notified();
+            if self.hot().len() < limit {
+                return;
+            }
+            left.await;
+        }
+    }
+}
+
+/// Wakes every entity with queued messages (after a restart), a page at a
+/// time.
+pub(crate) async fn resume(shared: Arc<Shared>) {
+    let mut after = None;
+    let mut resumed = 0usize;
+    loop {
+        shared.entity_workers.fewer_than(RESUME_PAGE).await;
+        let page = match shared
+            .storage()
+            .entities_with_messages(after.take(), RESUME_PAGE)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!("cannot list entities with queued operations: {e}");
+                return;
+            }
+        };
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        resumed += page.len();
+        for id in page {
+            shared.wake_entity(id);
+        }
+        after = Some(last);
+    }
+    if resumed > 0 {
+        tracing::info!(count = resumed, "resumed entities with queued operations");
     }
 }
 
