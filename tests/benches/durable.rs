@@ -155,17 +155,6 @@ async fn run() -> anyhow::Result<()> {
 
 const WAITING: usize = 10_000;
 
-/// Resident set size of this process, in MiB.
-fn rss_mib() -> anyhow::Result<f64> {
-    let statm = std::fs::read_to_string("/proc/self/statm")?;
-    let pages: f64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0.0);
-    Ok(pages * 4096.0 / (1024.0 * 1024.0))
-}
-
 async fn waiting_memory() -> anyhow::Result<()> {
     let host = TestHost::start_with(&[("durable-probe.wasm", guests::DURABLE_PROBE)], |c| {
         c.sandbox.max_instances = 1000;
@@ -174,7 +163,7 @@ async fn waiting_memory() -> anyhow::Result<()> {
     .await?;
     let engine = host.engine().clone();
     run_one(&host, "HelloSequence", "null").await?;
-    let before = rss_mib()?;
+    let before = perdure_tests::rss_mib()?;
     let ids = start_many(
         &engine,
         "CollectEvents",
@@ -202,7 +191,7 @@ async fn waiting_memory() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let waiting = rss_mib()?;
+    let waiting = perdure_tests::rss_mib()?;
     println!(
         "{WAITING} instances waiting, evicted: RSS {waiting:.1} MiB (was {before:.1} MiB before they started: +{:.1} MiB)",
         waiting - before

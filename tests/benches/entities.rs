@@ -34,16 +34,6 @@ fn main() -> anyhow::Result<()> {
         .block_on(run())
 }
 
-fn rss_mib() -> anyhow::Result<f64> {
-    let statm = std::fs::read_to_string("/proc/self/statm")?;
-    let pages: f64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0.0);
-    Ok(pages * 4096.0 / (1024.0 * 1024.0))
-}
-
 fn file_mib(path: &std::path::Path) -> f64 {
     std::fs::metadata(path).map_or(0.0, |m| m.len() as f64 / (1024.0 * 1024.0))
 }
@@ -170,7 +160,7 @@ async fn run() -> anyhow::Result<()> {
         "  queued {idle} signals (one per counter) in {:.1} s",
         written.elapsed().as_secs_f64()
     );
-    let rss_before = rss_mib()?;
+    let rss_before = perdure_tests::rss_mib()?;
     let started = Instant::now();
     let host = TestHost::start_with(&[("counter.wasm", guests::COUNTER)], |c| {
         c.db_path = db.clone();
@@ -199,7 +189,7 @@ async fn run() -> anyhow::Result<()> {
         processed.as_secs_f64(),
         idle as f64 / processed.as_secs_f64()
     );
-    let rss = rss_mib()?;
+    let rss = perdure_tests::rss_mib()?;
     let db_mib = file_mib(&db);
     let wal_mib = file_mib(&db.with_extension("db-wal"));
     println!(

@@ -36,16 +36,6 @@ fn main() -> anyhow::Result<()> {
         .block_on(run())
 }
 
-fn rss_mib() -> anyhow::Result<f64> {
-    let statm = std::fs::read_to_string("/proc/self/statm")?;
-    let pages: f64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0.0);
-    Ok(pages * 4096.0 / (1024.0 * 1024.0))
-}
-
 fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -118,7 +108,7 @@ async fn run() -> anyhow::Result<()> {
         .start_new("HelloSequence", None, "null".into(), None)
         .await?;
     engine.wait_for_completion(&warm, DEADLINE).await?;
-    let before = rss_mib()?;
+    let before = perdure_tests::rss_mib()?;
     let started = Instant::now();
     let hour = Duration::from_secs(3600).as_millis().to_string();
     let ids = start_many(&engine, "EventOrTimer", |_| hour.clone(), waiting).await?;
@@ -128,8 +118,8 @@ async fn run() -> anyhow::Result<()> {
     println!(
         "{waiting} instances waiting on an event or a 1-hour timer (started and waiting in {:.1} s): RSS {:.1} MiB (was {before:.1} MiB: +{:.1} MiB); database {:.1} MiB + WAL {:.1} MiB",
         took.as_secs_f64(),
-        rss_mib()?,
-        rss_mib()? - before,
+        perdure_tests::rss_mib()?,
+        perdure_tests::rss_mib()? - before,
         file_mib(&db),
         file_mib(&db.with_extension("db-wal")),
     );
