@@ -254,10 +254,7 @@ pub(super) fn commit_batch(
         )?
         .execute(params![entity.name, entity.key, commit.state, now])?;
     }
-    conn.prepare_cached(
-        "DELETE FROM entities WHERE name = ?1 AND key = ?2 AND state IS NULL AND locked_by IS NULL",
-    )?
-    .execute(params![entity.name, entity.key])?;
+    drop_if_empty(conn, &entity.name, &entity.key)?;
     Ok(effects)
 }
 
@@ -282,12 +279,20 @@ pub(super) fn release_instance(
         .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     for (name, key) in released {
+        drop_if_empty(conn, &name, &key)?;
         if let Ok(entity) = EntityId::parse(&name, &key) {
             effects.entities.push(entity);
         }
     }
-    conn.prepare_cached("DELETE FROM entities WHERE locked_by IS NULL AND state IS NULL")?
-        .execute([])?;
+    Ok(())
+}
+
+/// Deletes the entity's row if it has neither state nor a lock.
+fn drop_if_empty(conn: &Connection, name: &str, key: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "DELETE FROM entities WHERE name = ?1 AND key = ?2 AND state IS NULL AND locked_by IS NULL",
+    )?
+    .execute(params![name, key])?;
     Ok(())
 }
 
