@@ -17,12 +17,12 @@ fn health(status: &Value) -> Option<&str> {
     status["customStatus"]["status"].as_str()
 }
 
-/// Deploys `monitor` allowed to reach `service`.
-async fn monitor_host(service: &TestService) -> anyhow::Result<TestHost> {
+/// Deploys `monitor` allowed to reach `origin` (e.g. a test service's).
+async fn monitor_host(origin: &str) -> anyhow::Result<TestHost> {
     let host = TestHost::start().await?;
     std::fs::write(
         host.functions_dir().join("monitor.toml"),
-        format!("[outbound]\nallowed_hosts = [\"{}\"]\n", service.origin()),
+        format!("[outbound]\nallowed_hosts = [\"{origin}\"]\n"),
     )?;
     host.deploy("monitor.wasm", guests::MONITOR)?;
     eventually(DEADLINE, "monitor to load", || async {
@@ -38,7 +38,7 @@ async fn monitor_host(service: &TestService) -> anyhow::Result<TestHost> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitor_follows_the_service_alerts_and_survives_a_restart() -> anyhow::Result<()> {
     let service = TestService::start().await?;
-    let mut host = monitor_host(&service).await?;
+    let mut host = monitor_host(&service.origin()).await?;
     let input = json!({
         "url": format!("{}/health", service.origin()),
         "intervalSeconds": 0.02,
@@ -99,19 +99,7 @@ async fn monitor_follows_the_service_alerts_and_survives_a_restart() -> anyhow::
 async fn outbound_http_to_a_host_not_allowed_is_denied() -> anyhow::Result<()> {
     let service = TestService::start().await?;
     // Allowed: another port of the same address only.
-    let host = TestHost::start().await?;
-    std::fs::write(
-        host.functions_dir().join("monitor.toml"),
-        "[outbound]\nallowed_hosts = [\"http://127.0.0.1:1\"]\n",
-    )?;
-    host.deploy("monitor.wasm", guests::MONITOR)?;
-    eventually(DEADLINE, "monitor to load", || async {
-        Ok(host
-            .app_status("monitor")
-            .await?
-            .filter(|a| a["digest"].is_string()))
-    })
-    .await?;
+    let host = monitor_host("http://127.0.0.1:1").await?;
     let input = json!({ "url": format!("{}/health", service.origin()), "intervalSeconds": 60 });
     let id = host
         .start_instance("MonitorExternalServiceOrchestrator", &input.to_string())
