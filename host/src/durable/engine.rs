@@ -153,9 +153,7 @@ impl Shared {
     /// The orchestrator `name` as currently loaded.
     pub(crate) fn loaded_orchestrator(&self, name: &str) -> Option<LoadedOrchestrator> {
         let snapshot = self.registry.snapshot();
-        let (app, _) = snapshot
-            .function(name)
-            .filter(|(_, f)| f.kind == FunctionKind::Orchestrator)?;
+        let (app, _) = snapshot.function_of_kind(name, FunctionKind::Orchestrator)?;
         Some(LoadedOrchestrator {
             app: app.name.clone(),
             digest: app.digest.hex(),

@@ -30,7 +30,6 @@ pub(crate) use engine::{LoadedOrchestrator, Shared, Signal};
 use model::{InstanceFilter, InstanceId, InstancePage, InstanceRecord, RuntimeStatus};
 
 use crate::keys::Keys;
-use crate::model::FunctionKind;
 use crate::registry::Registry;
 use crate::storage::{ChangeOutcome, CreateOutcome, DurableStorage, EventOutcome, StorageError};
 use crate::time::now_ms;
@@ -157,21 +156,18 @@ impl Engine {
     ) -> Result<InstanceId, StartError> {
         serde_json::from_str::<serde::de::IgnoredAny>(&input)
             .map_err(|e| StartError::InvalidInput(e.to_string()))?;
-        let snapshot = self.shared.registry().snapshot();
-        let (app, _) = snapshot
-            .function(name)
-            .filter(|(_, f)| f.kind == FunctionKind::Orchestrator)
+        let app = self
+            .shared
+            .loaded_orchestrator(name)
             .ok_or_else(|| StartError::UnknownOrchestrator(name.to_owned()))?;
-        let digest = app.digest.hex();
-        self.shared
-            .keep_version(digest.clone(), app.bytes.clone())
-            .await?;
+        let digest = app.digest.clone();
+        self.shared.keep_version(digest.clone(), app.bytes).await?;
         let id = id.unwrap_or_else(InstanceId::generate);
         let now = now_ms();
         let record = InstanceRecord {
             id: id.clone(),
             name: name.to_owned(),
-            app: app.name.clone(),
+            app: app.app,
             digest,
             status: RuntimeStatus::Pending,
             input,

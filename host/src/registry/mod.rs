@@ -20,7 +20,7 @@ use std::time::{Instant, SystemTime};
 pub use routes::RouteMatch;
 
 use crate::config::AppConfig;
-use crate::model::{AppDescription, Digest, FunctionDef, validate_function_name};
+use crate::model::{AppDescription, Digest, FunctionDef, FunctionKind, validate_function_name};
 use crate::sandbox::{AppCode, CacheOutcome, CodeCache, LoadError, Sandbox};
 
 /// One loaded version of an app.
@@ -69,6 +69,15 @@ impl Snapshot {
         self.apps
             .values()
             .find_map(|app| app.description.function(name).map(|f| (app, f)))
+    }
+
+    /// Finds a function by name in any app, if it is of `kind`.
+    pub fn function_of_kind(
+        &self,
+        name: &str,
+        kind: FunctionKind,
+    ) -> Option<(&Arc<LoadedApp>, &FunctionDef)> {
+        self.function(name).filter(|(_, f)| f.kind == kind)
     }
 
     fn with(

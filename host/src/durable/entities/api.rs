@@ -4,6 +4,7 @@
 use super::model::{EntityId, EntityOpKind, EntityPage, EntityRecord, NewEntityOp};
 use crate::durable::Engine;
 use crate::model::FunctionKind;
+use crate::registry::Registry;
 use crate::storage::StorageError;
 
 /// Why a signal was refused.
@@ -23,6 +24,27 @@ pub enum SignalError {
     Storage(#[from] StorageError),
 }
 
+/// Whether a message for entity function `name` (running `operation`, if
+/// it is an operation) can be delivered as the apps are loaded now.
+pub(crate) fn deliverable(
+    registry: &Registry,
+    name: &str,
+    operation: Option<&str>,
+) -> Result<(), SignalError> {
+    let snapshot = registry.snapshot();
+    let (_, function) = snapshot
+        .function_of_kind(name, FunctionKind::Entity)
+        .ok_or_else(|| SignalError::UnknownEntity(name.to_owned()))?;
+    match operation {
+        Some(op) if !function.accepts(op) => Err(SignalError::UnknownOperation {
+            name: name.to_owned(),
+            operation: op.to_owned(),
+            known: function.operations.join(", "),
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl Engine {
     /// Queues a one-way operation for an entity. The entity function must
     /// be loaded and accept the operation; the input must be JSON.
@@ -32,20 +54,7 @@ impl Engine {
         operation: &str,
         input: Option<String>,
     ) -> Result<(), SignalError> {
-        {
-            let snapshot = self.shared.registry().snapshot();
-            let (_, function) = snapshot
-                .function(&id.name)
-                .filter(|(_, f)| f.kind == FunctionKind::Entity)
-                .ok_or_else(|| SignalError::UnknownEntity(id.name.clone()))?;
-            if !function.accepts(operation) {
-                return Err(SignalError::UnknownOperation {
-                    name: id.name.clone(),
-                    operation: operation.to_owned(),
-                    known: function.operations.join(", "),
-                });
-            }
-        }
+        deliverable(self.shared.registry(), &id.name, Some(operation))?;
         if let Some(input) = &input {
             serde_json::from_str::<serde::de::IgnoredAny>(input)
                 .map_err(|e| SignalError::InvalidInput(e.to_string()))?;
@@ -80,14 +89,5 @@ impl Engine {
             .storage()
             .list_entities(name, top, continuation)
             .await
-    }
-
-    /// True if an entity function `name` is loaded.
-    pub fn is_entity(&self, name: &str) -> bool {
-        self.shared
-            .registry()
-            .snapshot()
-            .function(name)
-            .is_some_and(|(_, f)| f.kind == FunctionKind::Entity)
     }
 }

@@ -15,6 +15,7 @@ mod api;
 pub mod model;
 
 pub use api::SignalError;
+pub(crate) use api::deliverable;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -251,8 +252,7 @@ async fn execute(
     } else {
         let snapshot = shared.registry().snapshot();
         let loaded = snapshot
-            .function(&id.name)
-            .filter(|(_, f)| f.kind == FunctionKind::Entity)
+            .function_of_kind(&id.name, FunctionKind::Entity)
             .map(|(app, _)| (app.name.clone(), app.code.clone()));
         drop(snapshot);
         match loaded {
@@ -270,7 +270,7 @@ async fn execute(
                     .map(|_| crate::sandbox::OperationOutcome {
                         result: Err(InvocationError::Guest(GuestError::new(
                             "not-found",
-                            format!("no entity named {} is loaded", id.name),
+                            SignalError::UnknownEntity(id.name.clone()).to_string(),
                         ))),
                         sends: Vec::new(),
                     })

@@ -13,8 +13,8 @@
 
 use super::{Fault, Session, TaskKind};
 use crate::durable::entities::model::{EntityId, EntityOpKind, NewEntityOp};
+use crate::durable::entities::{SignalError, deliverable};
 use crate::durable::journal::Call;
-use crate::model::FunctionKind;
 use crate::sandbox::GuestError;
 
 impl Session {
@@ -31,27 +31,12 @@ impl Session {
     /// cannot. Registry state is not deterministic, so callers journal the
     /// answer as the task's completion.
     fn undeliverable(&self, entity: &EntityId, operation: Option<&str>) -> Option<GuestError> {
-        let snapshot = self.shared.registry().snapshot();
-        let Some((_, function)) = snapshot
-            .function(&entity.name)
-            .filter(|(_, f)| f.kind == FunctionKind::Entity)
-        else {
-            return Some(GuestError::new(
-                "not-found",
-                format!("no entity named {} is loaded", entity.name),
-            ));
+        let refusal = deliverable(self.shared.registry(), &entity.name, operation).err()?;
+        let code = match refusal {
+            SignalError::UnknownEntity(_) => "not-found",
+            _ => "invalid-argument",
         };
-        match operation {
-            Some(op) if !function.accepts(op) => Some(GuestError::new(
-                "invalid-argument",
-                format!(
-                    "entity {} has no operation {op:?}; it has {}",
-                    entity.name,
-                    function.operations.join(", ")
-                ),
-            )),
-            _ => None,
-        }
+        Some(GuestError::new(code, refusal.to_string()))
     }
 
     /// Schedules an operation on an entity; the task's result is the
