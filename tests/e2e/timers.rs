@@ -209,3 +209,43 @@ async fn a_suspended_instance_keeps_an_event_until_resumed() -> anyhow::Result<(
     assert_eq!(status["output"], json!(["now"]), "{status}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_generation_derives_its_own_child_ids_and_guids() -> anyhow::Result<()> {
+    let host = probe_host().await?;
+    let status = host
+        .run_orchestration("Generations", r#"{"generations": 3}"#)
+        .await?;
+    assert_eq!(status["runtimeStatus"], "Completed", "{status}");
+    let strings = |key: &str| -> Vec<String> {
+        status["output"][key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for key in ["guids", "children"] {
+        let mut values = strings(key);
+        assert_eq!(values.len(), 3, "{key}: {status}");
+        values.sort();
+        values.dedup();
+        assert_eq!(values.len(), 3, "{key} repeat across generations: {status}");
+    }
+    // Every generation's child exists and has not finished: none was
+    // refused for an id an earlier generation's child holds.
+    for child in strings("children") {
+        let child_status = host.instance(&child).await?;
+        let runtime = child_status.as_ref().map(|s| s["runtimeStatus"].clone());
+        assert!(
+            matches!(
+                runtime.as_ref().and_then(Value::as_str),
+                Some("Pending" | "Running")
+            ),
+            "child {child}: {child_status:?}"
+        );
+    }
+    Ok(())
+}

@@ -213,11 +213,15 @@ pub fn parse_await_any(result: &str) -> Option<(usize, Answer)> {
     Some((index, answer_from_value(value.get("outcome")?)?))
 }
 
-/// A UUID derived from an instance id and a sequence number (same inputs,
-/// same UUID), shaped as a version 5 UUID.
-pub fn derived_guid(instance: &str, seq: u64) -> String {
+/// A UUID derived from an instance id, its generation and a sequence number
+/// (same inputs, same UUID), shaped as a version 5 UUID.
+pub fn derived_guid(instance: &str, generation: u64, seq: u64) -> String {
     use sha2::{Digest as _, Sha256};
-    let hash = Sha256::digest(format!("perdure-guid:{instance}:{seq}").as_bytes());
+    let name = match generation {
+        0 => format!("perdure-guid:{instance}:{seq}"),
+        n => format!("perdure-guid:{instance}:g{n}:{seq}"),
+    };
+    let hash = Sha256::digest(name.as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&hash[..16]);
     b[6] = (b[6] & 0x0f) | 0x50;
@@ -255,10 +259,11 @@ mod tests {
 
     #[test]
     fn guids_are_derived_and_distinct() {
-        let a = derived_guid("i", 1);
-        assert_eq!(a, derived_guid("i", 1));
-        assert_ne!(a, derived_guid("i", 2));
-        assert_ne!(a, derived_guid("j", 1));
+        let a = derived_guid("i", 0, 1);
+        assert_eq!(a, derived_guid("i", 0, 1));
+        assert_ne!(a, derived_guid("i", 0, 2));
+        assert_ne!(a, derived_guid("j", 0, 1));
+        assert_ne!(a, derived_guid("i", 1, 1));
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "5");
     }

@@ -177,6 +177,7 @@ impl Engine {
             created_ms: now,
             updated_ms: now,
             started_ms: now,
+            generation: 0,
         };
         match self.shared.storage().create_instance(record).await? {
             CreateOutcome::Created => {

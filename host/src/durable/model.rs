@@ -50,10 +50,15 @@ impl InstanceId {
         Self(hex::encode(bytes))
     }
 
-    /// The id of a child derived from this instance and a sequence number,
-    /// so that a replay derives the same one.
-    pub fn child(&self, seq: u64) -> Self {
-        Self(format!("{}:{seq}", self.0))
+    /// The id of a child derived from this instance, its generation and a
+    /// sequence number, so that a replay derives the same one and a later
+    /// generation a different one: `parent:seq` in the first generation,
+    /// `parent:gN:seq` in generation N.
+    pub fn child(&self, generation: u64, seq: u64) -> Self {
+        match generation {
+            0 => Self(format!("{}:{seq}", self.0)),
+            n => Self(format!("{}:g{n}:{seq}", self.0)),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -136,6 +141,10 @@ pub struct InstanceRecord {
     /// When the current generation started (creation, or the last
     /// continue-as-new); the orchestration clock starts here.
     pub started_ms: i64,
+    /// 0 at creation, one more at each new generation (continue-as-new, or
+    /// a failed child's restart). What the orchestrator derives (child
+    /// ids, guids, random numbers) mixes it in, so generations differ.
+    pub generation: u64,
 }
 
 /// One journaled host call: what was asked and what was answered.

@@ -22,7 +22,7 @@ use crate::durable::model::{
 use crate::sandbox::GuestError;
 use crate::time::now_ms;
 
-const INSTANCE_COLUMNS: &str = "id, name, app, digest, status, input, output, custom_status, parent_id, created_ms, updated_ms, COALESCE(started_ms, created_ms)";
+const INSTANCE_COLUMNS: &str = "id, name, app, digest, status, input, output, custom_status, parent_id, created_ms, updated_ms, COALESCE(started_ms, created_ms), generation";
 
 fn bad_value(what: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -48,6 +48,7 @@ fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
         created_ms: row.get(9)?,
         updated_ms: row.get(10)?,
         started_ms: row.get(11)?,
+        generation: row.get::<_, i64>(12)?.max(0) as u64,
     })
 }
 

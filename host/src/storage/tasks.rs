@@ -398,7 +398,7 @@ fn begin_generation(
         .execute([id])?;
     conn.prepare_cached(
         "UPDATE instances SET status = 'Pending', output = NULL, updated_ms = ?2,
-             started_ms = ?2, arrival_floor = ?3 WHERE id = ?1",
+             started_ms = ?2, arrival_floor = ?3, generation = generation + 1 WHERE id = ?1",
     )?
     .execute(params![id, now, last_arrival(conn)?])?;
     Ok(())

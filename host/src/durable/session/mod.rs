@@ -343,7 +343,11 @@ impl Session {
         if let Some(result) = self.replayed(&call)? {
             return result.ok_or_else(|| self.corrupt(&call));
         }
-        let guid = journal::derived_guid(self.record.id.as_str(), self.next_seq);
+        let guid = journal::derived_guid(
+            self.record.id.as_str(),
+            self.record.generation,
+            self.next_seq,
+        );
         self.record(call, Some(guid.clone()));
         Ok(guid)
     }

@@ -100,7 +100,7 @@ impl Session {
     fn child_id(&self, instance_id: Option<&str>) -> Result<InstanceId, Fault> {
         match instance_id {
             Some(id) => InstanceId::parse(id).map_err(|e| Fault::BadCall(e.to_string())),
-            None => Ok(self.record.id.child(self.next_seq)),
+            None => Ok(self.record.id.child(self.record.generation, self.next_seq)),
         }
     }
 

@@ -9,6 +9,8 @@
 //! - `EventOrTimer` waits for event `Go` with a timeout (benchmarks).
 //! - `ParentOfWaiter` starts `WaitsForever` (which waits for an event that
 //!   never comes) as a child, for terminate tests.
+//! - `Generations` continues as new a few times, starting a child and taking
+//!   a guid in each generation.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -126,4 +128,28 @@ pub fn event_or_timer(ctx: &OrchestrationContext, timeout_ms: u64) -> Result<Val
     Ok(ctx
         .wait_for_event_with_timeout::<Value>("Go", Duration::from_millis(timeout_ms))?
         .unwrap_or_else(|| json!("timed out")))
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationsInput {
+    generations: u32,
+    #[serde(default)]
+    guids: Vec<String>,
+    #[serde(default)]
+    children: Vec<String>,
+}
+
+/// Each generation takes a guid and starts a `WaitsForever` child with a
+/// derived id, then continues as new until `generations` ran; returns
+/// every guid and child id, which must all differ.
+pub fn generations(ctx: &OrchestrationContext, mut input: GenerationsInput) -> Result<Value> {
+    input.guids.push(ctx.new_guid());
+    let child = ctx.start_orchestration("WaitsForever", None, &json!(null))?;
+    input.children.push(child);
+    if (input.guids.len() as u32) < input.generations {
+        ctx.continue_as_new(&input, false)?;
+        return Ok(Value::Null);
+    }
+    Ok(json!({ "guids": input.guids, "children": input.children }))
 }
