@@ -11,12 +11,23 @@
 //! timeout_ms = 10000
 //! # Largest response body read; a bigger one fails the request.
 //! max_response_bytes = 4194304
+//!
+//! [limits]
+//! # Each may only lower the host's own limit (`perdure serve` flags).
+//! # Wall-clock time one invocation may take.
+//! timeout_ms = 5000
+//! # Linear memory one invocation may use.
+//! memory_mib = 64
+//! # HTTP invocations and activities of this app running at once; past it,
+//! # HTTP requests get 429 and activities wait their turn.
+//! max_concurrency = 16
 //! ```
 //!
 //! Unknown keys are errors, so a typo is reported rather than ignored; a
 //! broken file keeps the app from loading, like a broken module.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -26,6 +37,49 @@ use serde::Deserialize;
 pub struct AppConfig {
     #[serde(default)]
     pub outbound: OutboundConfig,
+    #[serde(default)]
+    pub limits: AppLimits,
+}
+
+/// Limits of one app's invocations. Each may only lower the host's limit
+/// of the same name; `None` keeps the host's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppLimits {
+    /// Wall-clock time one invocation may take, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Linear memory one invocation may use, in MiB.
+    pub memory_mib: Option<usize>,
+    /// HTTP invocations and activities of this app running at once.
+    pub max_concurrency: Option<usize>,
+}
+
+impl AppLimits {
+    /// Refuses zero limits (nothing could run) and limits above the host's
+    /// (`host_timeout`, `host_memory_bytes`): an app cannot grant itself
+    /// more than the operator allows.
+    pub fn check(&self, host_timeout: Duration, host_memory_bytes: usize) -> Result<(), String> {
+        if let Some(ms) = self.timeout_ms {
+            let limit = host_timeout.as_millis();
+            if ms == 0 || u128::from(ms) > limit {
+                return Err(format!(
+                    "[limits] timeout_ms = {ms}: must be between 1 and the host's limit of {limit}"
+                ));
+            }
+        }
+        if let Some(mib) = self.memory_mib {
+            let limit = host_memory_bytes >> 20;
+            if mib == 0 || mib > limit {
+                return Err(format!(
+                    "[limits] memory_mib = {mib}: must be between 1 and the host's limit of {limit}"
+                ));
+            }
+        }
+        if self.max_concurrency == Some(0) {
+            return Err("[limits] max_concurrency = 0: must be at least 1".to_owned());
+        }
+        Ok(())
+    }
 }
 
 /// Outbound HTTP from activities.
@@ -219,5 +273,26 @@ mod tests {
             assert!(config(bad).is_err(), "{bad} was accepted");
         }
         assert_eq!(config("").ok(), Some(AppConfig::default()));
+    }
+
+    #[test]
+    fn limits_may_only_lower_the_hosts() -> anyhow::Result<()> {
+        let host = (Duration::from_secs(30), 128 << 20);
+        let c = config("[limits]\ntimeout_ms = 500\nmemory_mib = 16\nmax_concurrency = 2\n")?;
+        assert_eq!(c.limits.timeout_ms, Some(500));
+        assert_eq!(c.limits.memory_mib, Some(16));
+        assert_eq!(c.limits.max_concurrency, Some(2));
+        assert!(c.limits.check(host.0, host.1).is_ok());
+        for bad in [
+            "[limits]\ntimeout_ms = 30001",
+            "[limits]\ntimeout_ms = 0",
+            "[limits]\nmemory_mib = 129",
+            "[limits]\nmax_concurrency = 0",
+        ] {
+            let limits = config(bad)?.limits;
+            assert!(limits.check(host.0, host.1).is_err(), "{bad} was accepted");
+        }
+        assert!(config("[limits]\nmemory = 1").is_err());
+        Ok(())
     }
 }

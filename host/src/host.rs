@@ -14,7 +14,9 @@ use crate::durable::{Engine, EngineConfig};
 use crate::http::{HttpContext, HttpLimits};
 use crate::keys::{Keys, MasterKeySource};
 use crate::registry::Registry;
-use crate::sandbox::{CodeCache, EngineError, Sandbox, SandboxLimits};
+use crate::sandbox::{
+    CodeCache, EngineError, OutboundClient, OutboundSetupError, Sandbox, SandboxLimits,
+};
 use crate::storage::{DurableStorage, SqliteStorage, Storage, StorageError};
 use crate::watcher::{FolderEvent, FolderWatch, WatchError, run_deployer, watch_folder};
 
@@ -32,6 +34,9 @@ pub struct HostConfig {
     /// database.
     pub master_key: Option<String>,
     pub sandbox: SandboxLimits,
+    /// PEM certificates trusted for activities' outbound HTTPS, besides
+    /// the built-in Mozilla roots.
+    pub outbound_ca_file: Option<PathBuf>,
     pub http: HttpLimits,
     /// The durable engine; its slot caps are also bounded by the sandbox's
     /// (see [`HostConfig::engine_config`]).
@@ -47,6 +52,7 @@ impl HostConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7071)),
             master_key: None,
             sandbox: SandboxLimits::default(),
+            outbound_ca_file: None,
             http: HttpLimits::default(),
             durable: EngineConfig::default(),
         }
@@ -82,6 +88,8 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Outbound(#[from] OutboundSetupError),
     #[error(transparent)]
     Watch(#[from] WatchError),
     #[error("the master key must be at least {MIN_MASTER_KEY_LEN} characters")]
@@ -137,9 +145,13 @@ impl Host {
         let keys = Arc::new(keys);
 
         let limits = config.sandbox.clone();
-        let sandbox = tokio::task::spawn_blocking(move || Sandbox::new(limits))
-            .await
-            .map_err(|e| EngineError::from_join(&e))??;
+        let ca_file = config.outbound_ca_file.clone();
+        let sandbox = tokio::task::spawn_blocking(move || {
+            let outbound = OutboundClient::new(ca_file.as_deref())?;
+            Ok::<_, StartError>(Sandbox::new(limits, outbound)?)
+        })
+        .await
+        .map_err(|e| EngineError::from_join(&e))??;
         let cache_dir = config.cache_dir();
         let cache = CodeCache::open(&cache_dir)
             .map_err(io(format!("cannot create {}", cache_dir.display())))?;

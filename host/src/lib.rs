@@ -11,6 +11,7 @@ pub mod model;
 pub mod registry;
 pub mod route;
 pub mod sandbox;
+pub mod settings;
 pub mod storage;
 mod time;
 pub mod watcher;

@@ -28,7 +28,7 @@ use hyper_util::rt::TokioIo;
 use perdure::SandboxLimits;
 use perdure::model::{Digest, FunctionKind};
 use perdure::sandbox::bindings::types::HttpRequest;
-use perdure::sandbox::{AppCode, Caller, CodeCache, Sandbox};
+use perdure::sandbox::{AppCode, Caller, CodeCache, OutboundClient, Sandbox};
 use perdure_tests::{MASTER_KEY, TestHost, guests};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -196,7 +196,12 @@ async fn in_process() -> anyhow::Result<()> {
         limits.memory_bytes >> 20,
         limits.timeout
     );
-    let sandbox = Arc::new(tokio::task::spawn_blocking(move || Sandbox::new(limits)).await??);
+    let sandbox = Arc::new(
+        tokio::task::spawn_blocking(move || {
+            anyhow::Ok(Sandbox::new(limits, OutboundClient::new(None)?)?)
+        })
+        .await??,
+    );
     let cache = CodeCache::open(cache_dir.path())?;
     let digest = Digest::of(&bytes);
     let load_sandbox = sandbox.clone();

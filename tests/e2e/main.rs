@@ -3,14 +3,17 @@
 //! `examples-wasm/` and `tests/guests/`.
 
 mod admin;
+mod app_limits;
 mod crash;
 mod durable_api;
 mod entities;
 mod greet;
 mod hot_reload;
 mod orchestrations;
+mod outbound;
 mod patterns;
 mod restart;
 mod sandbox;
+mod settings;
 mod timers;
 mod versions;

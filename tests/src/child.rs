@@ -4,6 +4,7 @@
 //! The child logs to stderr; every line is kept, so a test can find the
 //! address it listens on and count what its guests logged across runs.
 
+use std::ffi::OsString;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -36,13 +37,29 @@ impl ChildHost {
     /// appended to `log`.
     pub async fn start(binary: &str, dir: &Path, log: &LogLines) -> anyhow::Result<Self> {
         let functions: PathBuf = dir.join("functions");
+        let args: Vec<OsString> = vec![
+            "--functions".into(),
+            functions.into(),
+            "--db".into(),
+            dir.join("perdure.db").into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--max-instances".into(),
+            "200".into(),
+        ];
+        Self::start_with_args(binary, &args, log).await
+    }
+
+    /// Starts `binary serve ARGS` with the test master key; returns once it
+    /// reports ready. Its log lines are appended to `log`.
+    pub async fn start_with_args(
+        binary: &str,
+        args: &[OsString],
+        log: &LogLines,
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(binary)
             .arg("serve")
-            .arg("--functions")
-            .arg(&functions)
-            .arg("--db")
-            .arg(dir.join("perdure.db"))
-            .args(["--listen", "127.0.0.1:0", "--max-instances", "200"])
+            .args(args)
             .env("PERDURE_MASTER_KEY", MASTER_KEY)
             .env("PERDURE_LOG", "info")
             .stdin(Stdio::null())
@@ -83,6 +100,11 @@ impl ChildHost {
             base,
             client: Client::builder(TokioExecutor::new()).build_http(),
         })
+    }
+
+    /// Where it serves, e.g. `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
 
     /// Sends SIGKILL without waiting, e.g. while requests are in flight;

@@ -19,6 +19,7 @@ pub mod child;
 
 /// Paths of the built components, one constant per guest crate.
 pub mod service;
+pub mod tls;
 
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));

@@ -1,4 +1,4 @@
-//! A small HTTP service for outbound tests: `GET /health` answers 200 or
+//! A small HTTP (or HTTPS) service for outbound tests: `GET /health` answers 200 or
 //! 503 as the test flips it, `POST /alert` counts alerts, anything else
 //! answers 200 with `hello`.
 
@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 /// The service's switches and counters; it stops when dropped.
 pub struct TestService {
     pub addr: SocketAddr,
+    scheme: &'static str,
     healthy: Arc<AtomicBool>,
     alerts: Arc<AtomicUsize>,
     health_checks: Arc<AtomicUsize>,
@@ -23,8 +24,18 @@ pub struct TestService {
 
 impl TestService {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::serve(None).await
+    }
+
+    /// The same service over HTTPS, presenting `tls`'s certificate.
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> anyhow::Result<Self> {
+        Self::serve(Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let tls_used = tls.is_some();
         let healthy = Arc::new(AtomicBool::new(true));
         let alerts = Arc::new(AtomicUsize::new(0));
         let health_checks = Arc::new(AtomicUsize::new(0));
@@ -32,6 +43,7 @@ impl TestService {
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (h, a, c) = (h.clone(), a.clone(), c.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let (h, a, c) = (h.clone(), a.clone(), c.clone());
@@ -53,14 +65,29 @@ impl TestService {
                             Ok::<_, anyhow::Error>(response)
                         }
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    match tls {
+                        None => {
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            // A client that refuses the certificate ends
+                            // the handshake; nothing is served then.
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
         Ok(Self {
             addr,
+            scheme: if tls_used { "https" } else { "http" },
             healthy,
             alerts,
             health_checks,
@@ -69,7 +96,7 @@ impl TestService {
     }
 
     pub fn origin(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn set_healthy(&self, healthy: bool) {

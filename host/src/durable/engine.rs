@@ -330,8 +330,14 @@ impl Shared {
         {
             return Ok(loaded.code.clone());
         }
+        // An older version runs under its app's current limits.
+        let limits = snapshot.apps.get(app).map(|loaded| loaded.code.limits());
+        let with_limits = |code: &AppCode| match limits {
+            Some(limits) => code.with_limits(limits),
+            None => code.clone(),
+        };
         if let Some(code) = lock(&self.versions).get(digest) {
-            return Ok(code.clone());
+            return Ok(with_limits(code));
         }
         let parsed =
             Digest::from_str(digest).map_err(|e| GuestError::new("internal", e.to_string()))?;
@@ -352,7 +358,7 @@ impl Shared {
             .await
             .map_err(|e| GuestError::new("internal", e.to_string()))?;
         lock(&self.versions).insert(digest.to_owned(), code.clone());
-        Ok(code)
+        Ok(with_limits(&code))
     }
 
     /// Stores a version's bytes once per process.
@@ -533,19 +539,22 @@ pub(crate) fn invocation_error(e: &InvocationError) -> GuestError {
 /// the sandbox is boxed, so it is allocated only once the item has a slot
 /// (10,000 queued activities cost a few MiB, not hundreds).
 async fn run_activity(shared: Arc<Shared>, item: WorkItem) {
+    // The app's own limit first, so that an app at its limit waits without
+    // holding a host-wide slot that other apps' activities could use.
+    let app = shared.registry.snapshot().apps.get(&item.app).cloned();
+    let app_permit = match &app {
+        Some(app) => Some(app.invocation_permit().await),
+        None => None,
+    };
     let Ok(permit) = shared.activity_slots.clone().acquire_owned().await else {
         return;
     };
-    Box::pin(run_leased_activity(shared, item, permit)).await;
+    Box::pin(run_leased_activity(shared, item, (permit, app_permit))).await;
 }
 
-async fn run_leased_activity(
-    shared: Arc<Shared>,
-    item: WorkItem,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
+async fn run_leased_activity<P>(shared: Arc<Shared>, item: WorkItem, permits: P) {
     let outcome = execute_activity(&shared, &item).await;
-    drop(permit);
+    drop(permits);
     match shared
         .storage
         .complete_work(&item, outcome, shared.lease_ms())
@@ -580,6 +589,7 @@ async fn execute_activity(shared: &Shared, item: &WorkItem) -> TaskOutcome {
         .unwrap_or_default();
     let info = ActivityInfo {
         config,
+        outbound: shared.registry.sandbox().outbound().clone(),
         name: item.name.clone(),
         instance_id: item.instance_id.to_string(),
         idempotency_key: item.idempotency_key(),

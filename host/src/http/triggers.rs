@@ -72,6 +72,17 @@ pub(super) async fn handle(
         return Err(ApiError::unauthorized(message));
     }
     query.retain(|(k, _)| k != "code");
+    let _permit = app.try_invocation_permit().map_err(|full| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "resource-exhausted",
+            format!(
+                "app {} is running as many invocations as its [limits] max_concurrency of {} allows; retry shortly",
+                app.name, full.limit
+            ),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+    })?;
 
     let (parts, body) = req.into_parts();
     let body = read_body(body, &parts.headers, ctx.limits.max_body_bytes, &ctx.limits).await?;

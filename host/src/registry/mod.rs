@@ -40,6 +40,57 @@ pub struct LoadedApp {
     pub load_ms: f64,
     /// `NAME.toml` beside the file, or the default.
     pub config: Arc<AppConfig>,
+    /// Invocations of this app that may run at once (HTTP functions and
+    /// activities), if its configuration limits them.
+    pub concurrency: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl LoadedApp {
+    /// A permit to run one of this app's HTTP functions or activities, if
+    /// one is free (always, without a concurrency limit).
+    pub fn try_invocation_permit(&self) -> Result<InvocationPermit, AtCapacity> {
+        match &self.concurrency {
+            None => Ok(InvocationPermit { _slot: None }),
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(permit) => Ok(InvocationPermit {
+                    _slot: Some(permit),
+                }),
+                Err(_) => Err(AtCapacity {
+                    limit: self.config.limits.max_concurrency.unwrap_or_default(),
+                }),
+            },
+        }
+    }
+
+    /// A permit to run one of this app's HTTP functions or activities,
+    /// waiting for one if the app is at its concurrency limit.
+    pub async fn invocation_permit(&self) -> InvocationPermit {
+        match &self.concurrency {
+            None => InvocationPermit { _slot: None },
+            Some(slots) => InvocationPermit {
+                _slot: slots.clone().acquire_owned().await.ok(),
+            },
+        }
+    }
+}
+
+/// Held while one invocation of an app runs.
+pub struct InvocationPermit {
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// An app is running as many invocations as its configuration allows.
+#[derive(Debug, Clone, Copy)]
+pub struct AtCapacity {
+    pub limit: usize,
+}
+
+/// Invocation slots for an app's `[limits] max_concurrency`.
+fn concurrency_of(config: &AppConfig) -> Option<Arc<tokio::sync::Semaphore>> {
+    config
+        .limits
+        .max_concurrency
+        .map(|n| Arc::new(tokio::sync::Semaphore::new(n)))
 }
 
 /// The last failed attempt to load a file.
@@ -256,11 +307,22 @@ impl Registry {
         };
         validate_function_name(name).map_err(|_| DeployError::BadAppName(name.to_owned()))?;
         let digest = Digest::of(&bytes);
+        let host_limits = self.sandbox.limits();
+        config
+            .limits
+            .check(host_limits.timeout, host_limits.memory_bytes)
+            .map_err(|message| crate::config::ConfigError::Invalid {
+                path: crate::config::config_path(path).display().to_string(),
+                message,
+            })?;
+        let limits = host_limits.for_app(&config.limits);
         let config = Arc::new(config);
         if let Some(loaded) = current.apps.get(name).filter(|a| a.digest == digest) {
             if *loaded.config != *config {
                 // Same code, new configuration: no recompilation.
                 let app = Arc::new(LoadedApp {
+                    code: loaded.code.with_limits(limits),
+                    concurrency: concurrency_of(&config),
                     config,
                     loaded_at: SystemTime::now(),
                     ..LoadedApp::clone(loaded)
@@ -283,6 +345,7 @@ impl Registry {
         }
         let bytes: Arc<[u8]> = bytes.into();
         let (code, cache_outcome) = self.compile(digest, bytes.clone()).await?;
+        let code = code.with_limits(limits);
         let raw = self
             .sandbox
             .describe(&code, name)
@@ -300,6 +363,7 @@ impl Registry {
             code,
             cache: cache_outcome,
             load_ms: started.elapsed().as_secs_f64() * 1000.0,
+            concurrency: concurrency_of(&config),
             config,
         });
         self.publish(current.with(|apps, failures| {

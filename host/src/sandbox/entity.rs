@@ -68,10 +68,10 @@ impl Sandbox {
                         function: entity.name.as_str().into(),
                         kind: FunctionKind::Entity,
                     };
-                    let mut store = self.store(caller, Role::Entity(Vec::new()));
+                    let mut store = self.store(caller, Role::Entity(Vec::new()), code.limits);
                     match code.pre.instantiate_async(&mut store).await {
                         Ok(instance) => live.insert((instance, store)),
-                        Err(e) => match self.classify(&store, e) {
+                        Err(e) => match super::classify(&store, code.limits, e) {
                             InvocationError::Overloaded => break,
                             error => {
                                 outcomes.push(OperationOutcome {
@@ -98,7 +98,7 @@ impl Sandbox {
                 &entity.name,
                 &request,
             );
-            let outcome = tokio::time::timeout(self.limits.timeout, run).await;
+            let outcome = tokio::time::timeout(code.limits.timeout, run).await;
             let sends = match &mut store.data_mut().role {
                 Role::Entity(sends) => std::mem::take(sends),
                 _ => Vec::new(),
@@ -110,13 +110,13 @@ impl Sandbox {
                 }
                 Ok(Ok(Err(error))) => Err(InvocationError::Guest(GuestError::from(error))),
                 Ok(Err(trap)) => {
-                    let error = self.classify(store, trap);
+                    let error = super::classify(store, code.limits, trap);
                     live = None;
                     Err(error)
                 }
                 Err(_elapsed) => {
                     live = None;
-                    Err(InvocationError::Timeout(self.limits.timeout))
+                    Err(InvocationError::Timeout(code.limits.timeout))
                 }
             };
             let sends = if result.is_ok() { sends } else { Vec::new() };

@@ -34,6 +34,7 @@ use wasmtime::{
 
 pub use code_cache::{CacheOutcome, CodeCache};
 pub use entity::{BatchOutcome, OperationCall, OperationOutcome};
+pub use outbound::{OutboundClient, OutboundSetupError};
 pub use state::{ActivityInfo, Caller};
 
 use bindings::{FunctionApp, FunctionAppPre, types};
@@ -225,10 +226,58 @@ impl From<types::Error> for GuestError {
     }
 }
 
-/// A compiled, linked app version, ready to instantiate. Cloning is cheap.
+/// The limits one invocation runs under: the host's, or lower ones from its
+/// app's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvocationLimits {
+    pub memory_bytes: usize,
+    pub timeout: Duration,
+}
+
+impl SandboxLimits {
+    /// The host's limits, lowered where `app` says so. `app` is assumed
+    /// checked ([`crate::config::AppLimits::check`]); a value above the
+    /// host's is capped at it all the same.
+    pub fn for_app(&self, app: &crate::config::AppLimits) -> InvocationLimits {
+        let timeout = app
+            .timeout_ms
+            .map_or(self.timeout, Duration::from_millis)
+            .min(self.timeout);
+        let memory_bytes = app
+            .memory_mib
+            .map_or(self.memory_bytes, |mib| mib.saturating_mul(1 << 20))
+            .min(self.memory_bytes);
+        InvocationLimits {
+            memory_bytes,
+            timeout,
+        }
+    }
+
+    fn invocation(&self) -> InvocationLimits {
+        self.for_app(&crate::config::AppLimits::default())
+    }
+}
+
+/// A compiled, linked app version, ready to instantiate, with the limits
+/// its invocations run under. Cloning is cheap.
 #[derive(Clone)]
 pub struct AppCode {
     pre: FunctionAppPre<InvocationState>,
+    limits: InvocationLimits,
+}
+
+impl AppCode {
+    /// The same code, run under `limits`.
+    pub fn with_limits(&self, limits: InvocationLimits) -> Self {
+        Self {
+            pre: self.pre.clone(),
+            limits,
+        }
+    }
+
+    pub fn limits(&self) -> InvocationLimits {
+        self.limits
+    }
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
@@ -266,6 +315,8 @@ pub struct Sandbox {
     /// The durable engine guests reach through the `client` interface; set
     /// once it exists (it is built on top of this sandbox).
     client: std::sync::OnceLock<std::sync::Weak<crate::durable::Engine>>,
+    /// Activities' outbound HTTP connections.
+    outbound: Arc<OutboundClient>,
     _ticker: EpochTicker,
 }
 
@@ -285,7 +336,7 @@ fn engine_error(e: impl std::fmt::Display) -> EngineError {
 }
 
 impl Sandbox {
-    pub fn new(limits: SandboxLimits) -> Result<Self, EngineError> {
+    pub fn new(limits: SandboxLimits, outbound: OutboundClient) -> Result<Self, EngineError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(limits.max_instances)
             .total_core_instances(limits.max_instances.saturating_mul(4))
@@ -324,6 +375,7 @@ impl Sandbox {
             linker,
             limits,
             client: std::sync::OnceLock::new(),
+            outbound: Arc::new(outbound),
             _ticker: ticker,
         })
     }
@@ -341,6 +393,11 @@ impl Sandbox {
         &self.limits
     }
 
+    /// The client activities send their outbound HTTP requests with.
+    pub fn outbound(&self) -> &Arc<OutboundClient> {
+        &self.outbound
+    }
+
     /// Compiles (or loads from `cache`) and links a component. Blocking:
     /// run it on a blocking thread.
     pub fn load(
@@ -355,10 +412,16 @@ impl Sandbox {
             .instantiate_pre(&component)
             .and_then(FunctionAppPre::new)
             .map_err(|e| LoadError::World(format!("{e:#}")))?;
-        Ok((AppCode { pre }, outcome))
+        let limits = self.limits.invocation();
+        Ok((AppCode { pre, limits }, outcome))
     }
 
-    fn store(&self, caller: Caller, role: Role) -> Store<InvocationState> {
+    fn store(
+        &self,
+        caller: Caller,
+        role: Role,
+        limits: InvocationLimits,
+    ) -> Store<InvocationState> {
         // Orchestrators must not reach the client: its answers are not
         // journaled, so a replay could not reproduce them.
         let client = match role {
@@ -368,8 +431,8 @@ impl Sandbox {
         let mut state = InvocationState::new(
             caller,
             role,
-            self.limits.memory_bytes,
-            self.limits.timeout,
+            limits.memory_bytes,
+            limits.timeout,
             self.limits.log_bytes,
         );
         state.client = client;
@@ -388,16 +451,17 @@ impl Sandbox {
         store
     }
 
-    /// Instantiates `code` in a fresh store and runs `call` in it, mapping
-    /// every way it can fail to an [`InvocationError`]. `overall` bounds the
-    /// whole invocation, host calls included (orchestrators have none: they
-    /// wait for their work). Returns the store's data too.
+    /// Instantiates `code` in a fresh store and runs `call` in it, under
+    /// the code's limits, mapping every way it can fail to an
+    /// [`InvocationError`]. With `bounded`, the time limit bounds the whole
+    /// invocation, host calls included (orchestrators are not: they wait for
+    /// their work). Returns the store's data too.
     async fn invoke<R, F>(
         &self,
         code: &AppCode,
         caller: Caller,
         role: Role,
-        overall: Option<Duration>,
+        bounded: bool,
         call: F,
     ) -> (Result<R, InvocationError>, InvocationState)
     where
@@ -408,57 +472,66 @@ impl Sandbox {
             Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
         >,
     {
-        let mut store = self.store(caller, role);
+        let limits = code.limits;
+        let mut store = self.store(caller, role, limits);
         let run = async {
             let app = code.pre.instantiate_async(&mut store).await?;
             call(&app, &mut store).await
         };
-        let outcome = match overall {
-            Some(limit) => tokio::time::timeout(limit, run).await,
-            None => Ok(run.await),
+        let outcome = if bounded {
+            tokio::time::timeout(limits.timeout, run).await
+        } else {
+            Ok(run.await)
         };
         let result = match outcome {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(self.classify(&store, e)),
-            Err(_elapsed) => Err(InvocationError::Timeout(self.limits.timeout)),
+            Ok(Err(e)) => Err(classify(&store, limits, e)),
+            Err(_elapsed) => Err(InvocationError::Timeout(limits.timeout)),
         };
         (result, store.into_data())
     }
+}
 
-    fn classify(&self, store: &Store<InvocationState>, e: wasmtime::Error) -> InvocationError {
-        let state = store.data();
-        if state.timed_out {
-            return InvocationError::Timeout(self.limits.timeout);
-        }
-        if state.memory.exceeded {
-            return InvocationError::MemoryExhausted(self.limits.memory_bytes);
-        }
-        if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
-            return InvocationError::Overloaded;
-        }
-        if let Role::Orchestrator(session) = &state.role
-            && session.stopped_by_host()
-        {
-            // The host stopped the guest on purpose (eviction, shutdown,
-            // nondeterminism); the engine reports it where it matters.
-            return InvocationError::Trapped(e.root_cause().to_string());
-        }
-        // The full chain (with the guest's wasm backtrace) goes to the log
-        // for the author; the caller gets the cause alone.
-        let caller = &store.data().caller;
-        tracing::warn!(
-            app = &*caller.app,
-            function = &*caller.function,
-            "invocation failed: {e:#}"
-        );
-        let cause = match e.downcast_ref::<Trap>() {
-            Some(Trap::StackOverflow) => "stack overflow".to_owned(),
-            Some(trap) => trap.to_string(),
-            None => e.root_cause().to_string(),
-        };
-        InvocationError::Trapped(cause)
+/// What a failed invocation's error means, from what its store saw.
+fn classify(
+    store: &Store<InvocationState>,
+    limits: InvocationLimits,
+    e: wasmtime::Error,
+) -> InvocationError {
+    let state = store.data();
+    if state.timed_out {
+        return InvocationError::Timeout(limits.timeout);
     }
+    if state.memory.exceeded {
+        return InvocationError::MemoryExhausted(limits.memory_bytes);
+    }
+    if e.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+        return InvocationError::Overloaded;
+    }
+    if let Role::Orchestrator(session) = &state.role
+        && session.stopped_by_host()
+    {
+        // The host stopped the guest on purpose (eviction, shutdown,
+        // nondeterminism); the engine reports it where it matters.
+        return InvocationError::Trapped(e.root_cause().to_string());
+    }
+    // The full chain (with the guest's wasm backtrace) goes to the log
+    // for the author; the caller gets the cause alone.
+    let caller = &store.data().caller;
+    tracing::warn!(
+        app = &*caller.app,
+        function = &*caller.function,
+        "invocation failed: {e:#}"
+    );
+    let cause = match e.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => "stack overflow".to_owned(),
+        Some(trap) => trap.to_string(),
+        None => e.root_cause().to_string(),
+    };
+    InvocationError::Trapped(cause)
+}
 
+impl Sandbox {
     /// Asks a component to describe itself.
     pub async fn describe(
         &self,
@@ -471,15 +544,9 @@ impl Sandbox {
             kind: FunctionKind::Http,
         };
         let described = self
-            .invoke(
-                code,
-                caller,
-                Role::Plain,
-                Some(self.limits.timeout),
-                |app, store| {
-                    Box::pin(async move { app.perdure_functions_app().call_describe(store).await })
-                },
-            )
+            .invoke(code, caller, Role::Plain, true, |app, store| {
+                Box::pin(async move { app.perdure_functions_app().call_describe(store).await })
+            })
             .await
             .0?;
         Ok(described.functions.into_iter().map(raw_function).collect())
@@ -494,19 +561,13 @@ impl Sandbox {
     ) -> Result<types::HttpResponse, InvocationError> {
         let function = caller.function.clone();
         let result = self
-            .invoke(
-                code,
-                caller,
-                Role::Plain,
-                Some(self.limits.timeout),
-                move |app, store| {
-                    Box::pin(async move {
-                        app.perdure_functions_app()
-                            .call_handle_http(store, &function, &request)
-                            .await
-                    })
-                },
-            )
+            .invoke(code, caller, Role::Plain, true, move |app, store| {
+                Box::pin(async move {
+                    app.perdure_functions_app()
+                        .call_handle_http(store, &function, &request)
+                        .await
+                })
+            })
             .await
             .0?;
         result.map_err(|e| InvocationError::Guest(e.into()))
@@ -533,7 +594,7 @@ impl Sandbox {
         let input = session.record.input.clone();
         let role = Role::Orchestrator(Box::new(session));
         let (result, state) = self
-            .invoke(code, caller, role, None, move |app, store| {
+            .invoke(code, caller, role, false, move |app, store| {
                 Box::pin(async move {
                     app.perdure_functions_app()
                         .call_run_orchestrator(store, &function, &instance_id, &input)
@@ -560,19 +621,13 @@ impl Sandbox {
         let input = input.to_owned();
         let role = Role::Activity(info);
         let (result, _) = self
-            .invoke(
-                code,
-                caller,
-                role,
-                Some(self.limits.timeout),
-                move |app, store| {
-                    Box::pin(async move {
-                        app.perdure_functions_app()
-                            .call_run_activity(store, &function, &input)
-                            .await
-                    })
-                },
-            )
+            .invoke(code, caller, role, true, move |app, store| {
+                Box::pin(async move {
+                    app.perdure_functions_app()
+                        .call_run_activity(store, &function, &input)
+                        .await
+                })
+            })
             .await;
         result.map(|r| r.map_err(GuestError::from))
     }

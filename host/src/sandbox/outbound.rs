@@ -1,31 +1,91 @@
-//! The host side of `outbound-http`: activities send HTTP requests to the
-//! origins their app's configuration allows, with its timeout and response
-//! size cap. Everything else is refused before a connection is made.
+//! The host side of `outbound-http`: activities send HTTP and HTTPS
+//! requests to the origins their app's configuration allows, with its
+//! timeout and response size cap. Everything else is refused before a
+//! connection is made.
+//!
+//! HTTPS uses rustls: servers are verified against the Mozilla root
+//! certificates (webpki-roots, built in, so the host trusts the same roots
+//! on every machine) plus any the operator adds with `--outbound-ca-file`.
 
-use std::sync::OnceLock;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 
 use super::bindings::perdure::functions::{outbound_http, types};
 use super::state::{InvocationState, Role};
 use crate::config::OutboundConfig;
 use crate::model::FunctionKind;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// The connection pool every activity of a host shares.
+pub struct OutboundClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
 
-/// One connection pool for every activity.
-fn client() -> &'static HttpClient {
-    static CLIENT: OnceLock<HttpClient> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        Client::builder(TokioExecutor::new()).build(connector)
-    })
+impl std::fmt::Debug for OutboundClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutboundClient")
+    }
+}
+
+/// The outbound client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundSetupError {
+    #[error("cannot read CA certificates from {path}: {message}")]
+    CaFile { path: String, message: String },
+    #[error("cannot set up TLS for outbound HTTPS: {0}")]
+    Tls(String),
+}
+
+impl OutboundClient {
+    /// A client trusting the built-in roots, and the PEM certificates in
+    /// `extra_roots` if given. Blocking (reads the file).
+    pub fn new(extra_roots: Option<&Path>) -> Result<Self, OutboundSetupError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = extra_roots {
+            let bad = |message: String| OutboundSetupError::CaFile {
+                path: path.display().to_string(),
+                message,
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad("the file holds no PEM certificate".into()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| OutboundSetupError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        // The TLS layer above takes https URLs; plain http passes through.
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        })
+    }
 }
 
 fn error(code: types::ErrorCode, message: String) -> types::Error {
@@ -62,12 +122,6 @@ fn checked_request(
             ),
         ));
     }
-    if scheme != "http" {
-        return Err(error(
-            types::ErrorCode::FailedPrecondition,
-            format!("{scheme} requests are not supported by this host yet; use http"),
-        ));
-    }
     let mut builder = http::Request::builder()
         .method(request.method.as_str())
         .uri(uri);
@@ -80,6 +134,7 @@ fn checked_request(
 }
 
 async fn send(
+    client: &OutboundClient,
     config: &OutboundConfig,
     request: outbound_http::OutgoingRequest,
 ) -> Result<outbound_http::IncomingResponse, types::Error> {
@@ -88,10 +143,11 @@ async fn send(
     let timeout = Duration::from_millis(config.timeout_ms);
     let limit = config.max_response_bytes;
     let exchange = async {
-        let response = client()
+        let response = client
+            .client
             .request(request)
             .await
-            .map_err(|e| error(types::ErrorCode::Internal, format!("{url}: {e}")))?;
+            .map_err(|e| error(types::ErrorCode::Internal, format!("{url}: {}", chain(&e))))?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, limit).collect().await.map_err(|e| {
             error(
@@ -131,11 +187,27 @@ impl outbound_http::Host for InvocationState {
         let Role::Activity(info) = &self.role else {
             return Err(self.unavailable("outbound-http", FunctionKind::Activity));
         };
-        let config = info.config.clone();
-        let result = send(&config.outbound, request).await;
+        let (client, config) = (info.outbound.clone(), info.config.clone());
+        let result = send(&client, &config.outbound, request).await;
         if let Err(e) = &result {
             tracing::debug!(function = %self.caller.function, "outbound request failed: {}", e.message);
         }
         Ok(result)
     }
+}
+
+/// An error with its causes: a failed TLS handshake says why (e.g. an
+/// unknown issuer) only in its source chain.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -65,7 +65,7 @@ pub struct Caller {
 }
 
 /// What an activity knows about the call that scheduled it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ActivityInfo {
     pub name: String,
     pub instance_id: String,
@@ -73,6 +73,8 @@ pub struct ActivityInfo {
     pub attempt: u32,
     /// Its app's configuration (where it may send HTTP requests).
     pub config: Arc<crate::config::AppConfig>,
+    /// The host's outbound HTTP client.
+    pub outbound: Arc<super::outbound::OutboundClient>,
 }
 
 /// What the durable interfaces answer for this invocation.
@@ -133,8 +135,9 @@ impl HostMonotonicClock for OrchestrationClock {
 /// Bytes of the deterministic random cycle an orchestrator reads.
 const SEED_BYTES: usize = 4096;
 
-/// Randomness derived from the instance id: the same in every replay.
-fn instance_seed(instance: &str) -> Vec<u8> {
+/// Randomness derived from the instance id and generation: the same in
+/// every replay, different in the next generation.
+fn instance_seed(instance: &str, generation: u64) -> Vec<u8> {
     use sha2::{Digest as _, Sha256};
     let mut bytes = Vec::with_capacity(SEED_BYTES);
     let mut block = 0u64;
@@ -142,6 +145,9 @@ fn instance_seed(instance: &str) -> Vec<u8> {
         let mut hash = Sha256::new();
         hash.update(b"perdure-random:");
         hash.update(instance.as_bytes());
+        if generation > 0 {
+            hash.update(format!(":g{generation}").as_bytes());
+        }
         hash.update(block.to_le_bytes());
         bytes.extend_from_slice(&hash.finalize());
         block += 1;
@@ -180,7 +186,7 @@ impl InvocationState {
         if let Role::Orchestrator(session) = &role {
             // Replays must see the same time and the same random numbers
             // (HashMap seeds included) as the first run.
-            let seed = instance_seed(session.id().as_str());
+            let seed = instance_seed(session.id().as_str(), session.record.generation);
             wasi.wall_clock(OrchestrationClock(session.clock()))
                 .monotonic_clock(OrchestrationClock(session.clock()))
                 .secure_random(Deterministic::new(seed.clone()))

@@ -12,6 +12,8 @@
 //! - `waits.rs`: timers, events, retries and sub-orchestrations.
 //! - `entities.rs`: calls, signals and locks on the `counter` example's
 //!   entities.
+//! - `Fetch` GETs a URL in its activity `FetchUrl` (outbound HTTP and
+//!   HTTPS).
 //! - `ClockProbe` reads the time, a guid and a HashMap's order, which must
 //!   be the same when the instance is replayed.
 
@@ -141,6 +143,16 @@ fn say_hello(city: String) -> Result<String> {
     Ok(format!("Hello {city}!"))
 }
 
+/// `FetchUrl` GETs a URL through the host's outbound HTTP.
+fn fetch(ctx: &OrchestrationContext, url: String) -> Result<Value> {
+    ctx.call_activity("FetchUrl", &url)
+}
+
+fn fetch_url(url: String) -> Result<Value> {
+    let response = perdure_sdk::outbound::get(&url)?;
+    Ok(json!({ "status": response.status, "body": response.text() }))
+}
+
 perdure_sdk::export_app! {
     Function::orchestrator("HelloSequence", hello_sequence),
     Function::orchestrator("LongJournal", long_journal),
@@ -163,6 +175,9 @@ perdure_sdk::export_app! {
     Function::orchestrator("WaitsForever", waits::waits_forever),
     Function::orchestrator("ParentOfWaiter", waits::parent_of_waiter),
     Function::orchestrator("EventOrTimer", waits::event_or_timer),
+    Function::orchestrator("Generations", waits::generations),
+    Function::orchestrator("Fetch", fetch),
+    Function::activity("FetchUrl", fetch_url),
     Function::orchestrator("CallEntity", entities::call_entity),
     Function::orchestrator("SignalThenCall", entities::signal_then_call),
     Function::orchestrator("LockTwice", entities::lock_twice),

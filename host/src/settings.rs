@@ -1,0 +1,238 @@
+//! Host-wide settings of `perdure serve`: its flags, and the same settings
+//! in an optional TOML file (`--config FILE`).
+//!
+//! ```toml
+//! functions = "functions"        # relative paths are relative to this file
+//! db = "perdure.db"
+//! listen = "0.0.0.0:7071"
+//! memory_limit_mib = 256
+//! timeout_secs = 60
+//! max_instances = 2000
+//! max_body_bytes = 1048576
+//! outbound_ca_file = "corporate-ca.pem"
+//! ```
+//!
+//! Invariants: one struct is both the flags and the file, so a setting
+//! cannot exist in one and not the other; a flag given on the command line
+//! wins over the file, and the file over the built-in default; unknown keys
+//! in the file are errors, so a typo is reported rather than ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::{HostConfig, HttpLimits, SandboxLimits};
+
+/// Every host-wide setting; `None` is "not given here".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSettings {
+    /// A TOML file with any of these settings, named as the flags are but
+    /// with `_` for `-` (e.g. `timeout_secs = 60`). Relative paths in it
+    /// are relative to the file. Flags given here win over the file.
+    #[arg(long, env = "PERDURE_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// The watched folder of function apps (`*.wasm` components). Created if
+    /// missing. [default: ./functions]
+    #[arg(long, value_name = "DIR")]
+    pub functions: Option<PathBuf>,
+
+    /// The SQLite database file (created if missing). Compiled code is
+    /// cached beside it in `<db>.cache/` unless --cache-dir says otherwise.
+    /// [default: ./perdure.db]
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// Where compiled code is cached by digest, so restarts do not
+    /// recompile. [default: <db>.cache]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Address and port to listen on. [default: 127.0.0.1:7071]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// The master key: admin API, admin-level functions, and every
+    /// function. Without one, a key is generated on first start, kept in
+    /// the database and printed at start-up.
+    #[arg(
+        long,
+        env = "PERDURE_MASTER_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub master_key: Option<String>,
+
+    /// Linear memory one invocation may use, in MiB; an app's `[limits]`
+    /// may lower it. [default: 128]
+    #[arg(long, value_name = "MIB")]
+    pub memory_limit_mib: Option<usize>,
+
+    /// Wall-clock time one invocation may take, in seconds; an app's
+    /// `[limits]` may lower it. [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub timeout_secs: Option<u64>,
+
+    /// Instances that may run at once; past this, requests get 503.
+    /// [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub max_instances: Option<u32>,
+
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    /// [default: 4194304]
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// PEM file of CA certificates that activities' outbound HTTPS trusts
+    /// besides the built-in Mozilla roots (e.g. a company's own CA).
+    #[arg(long, value_name = "FILE")]
+    pub outbound_ca_file: Option<PathBuf>,
+}
+
+/// Why the settings file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read the settings file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid settings file: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl ServeSettings {
+    /// These settings over the file's, if `--config` names one. Blocking
+    /// (reads the file).
+    pub fn with_file(self) -> Result<Self, SettingsError> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let file = Self::load(&path)?;
+        Ok(self.over(file))
+    }
+
+    /// Reads a settings file; its relative paths become relative to it.
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut file: Self = toml::from_str(&text).map_err(|e| SettingsError::Invalid {
+            path: path.display().to_string(),
+            message: e.message().to_owned(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for p in [
+            &mut file.functions,
+            &mut file.db,
+            &mut file.cache_dir,
+            &mut file.outbound_ca_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(file)
+    }
+
+    /// Each setting from `self` if given, else from `under`.
+    fn over(self, under: Self) -> Self {
+        Self {
+            config: self.config.or(under.config),
+            functions: self.functions.or(under.functions),
+            db: self.db.or(under.db),
+            cache_dir: self.cache_dir.or(under.cache_dir),
+            listen: self.listen.or(under.listen),
+            master_key: self.master_key.or(under.master_key),
+            memory_limit_mib: self.memory_limit_mib.or(under.memory_limit_mib),
+            timeout_secs: self.timeout_secs.or(under.timeout_secs),
+            max_instances: self.max_instances.or(under.max_instances),
+            max_body_bytes: self.max_body_bytes.or(under.max_body_bytes),
+            outbound_ca_file: self.outbound_ca_file.or(under.outbound_ca_file),
+        }
+    }
+
+    /// The host configuration: these settings, defaults for the rest.
+    pub fn host_config(self) -> HostConfig {
+        let mut config = HostConfig::new(
+            self.functions.unwrap_or_else(|| "./functions".into()),
+            self.db.unwrap_or_else(|| "./perdure.db".into()),
+        );
+        let sandbox = SandboxLimits::default();
+        let http = HttpLimits::default();
+        config.cache_dir = self.cache_dir;
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        config.master_key = self.master_key.filter(|k| !k.is_empty());
+        config.sandbox = SandboxLimits {
+            memory_bytes: self
+                .memory_limit_mib
+                .map_or(sandbox.memory_bytes, |mib| mib.saturating_mul(1 << 20)),
+            timeout: self
+                .timeout_secs
+                .map_or(sandbox.timeout, Duration::from_secs),
+            max_instances: self.max_instances.unwrap_or(sandbox.max_instances),
+            ..sandbox
+        };
+        config.http = HttpLimits {
+            max_body_bytes: self.max_body_bytes.unwrap_or(http.max_body_bytes),
+            ..http
+        };
+        config.outbound_ca_file = self.outbound_ca_file;
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("perdure.toml");
+        std::fs::write(
+            &path,
+            "functions = \"apps\"\ndb = \"/var/lib/perdure.db\"\ntimeout_secs = 5\nmax_instances = 10\n",
+        )?;
+        let flags = ServeSettings {
+            config: Some(path.clone()),
+            max_instances: Some(20),
+            ..ServeSettings::default()
+        };
+        let config = flags.with_file()?.host_config();
+        assert_eq!(config.functions_dir, dir.path().join("apps"));
+        assert_eq!(config.db_path, PathBuf::from("/var/lib/perdure.db"));
+        assert_eq!(config.sandbox.timeout, Duration::from_secs(5));
+        assert_eq!(config.sandbox.max_instances, 20);
+        assert_eq!(
+            config.sandbox.memory_bytes,
+            SandboxLimits::default().memory_bytes
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_bad_file_is_reported() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("perdure.toml");
+        std::fs::write(&path, "timeout_sec = 5\n")?;
+        let error = ServeSettings::load(&path).err().map(|e| e.to_string());
+        assert!(
+            error.as_deref().is_some_and(|e| e.contains("timeout_sec")),
+            "{error:?}"
+        );
+        assert!(ServeSettings::load(&dir.path().join("missing.toml")).is_err());
+        Ok(())
+    }
+}
