@@ -16,18 +16,8 @@ async fn limited_host(limits: &str) -> anyhow::Result<TestHost> {
         c.sandbox.memory_bytes = 64 << 20;
     })
     .await?;
-    std::fs::write(
-        host.functions_dir().join("hostile.toml"),
-        format!("[limits]\n{limits}\n"),
-    )?;
-    host.deploy("hostile.wasm", guests::HOSTILE)?;
-    eventually(DEADLINE, "the hostile app to load", || async {
-        Ok(host
-            .app_status("hostile")
-            .await?
-            .filter(|a| a["digest"].is_string()))
-    })
-    .await?;
+    host.deploy_configured("hostile", guests::HOSTILE, &format!("[limits]\n{limits}\n"))
+        .await?;
     Ok(host)
 }
 
@@ -77,12 +67,22 @@ async fn an_apps_time_and_memory_limits_apply_to_its_invocations() -> anyhow::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_its_concurrency_an_app_answers_429_until_a_slot_frees() -> anyhow::Result<()> {
-    let host = Arc::new(limited_host("max_concurrency = 1").await?);
+    // The app's own time limit ends a holder whose client went away if the
+    // host did not notice; the host's (30 s) is longer than the deadline.
+    let host = Arc::new(limited_host("max_concurrency = 1\ntimeout_ms = 10000").await?);
     // Holds the app's one slot until the test drops it (the host stops an
-    // invocation whose client went away).
+    // invocation whose client went away). It asks again while one of the
+    // probes below holds the slot.
     let holder = {
         let host = host.clone();
-        tokio::spawn(async move { host.get("/api/hostile/spin").await })
+        tokio::spawn(async move {
+            loop {
+                let r = host.get("/api/hostile/spin").await?;
+                if r.status != 429 {
+                    return anyhow::Ok(r);
+                }
+            }
+        })
     };
     let refused = eventually(DEADLINE, "a request past the limit to get 429", || async {
         let r = host.get("/api/hostile/trap").await?;

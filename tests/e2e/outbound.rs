@@ -20,18 +20,9 @@ async fn fetching_host(ca: &TestCa, origins: &[String]) -> anyhow::Result<TestHo
     // The host read the file at start; it need not outlive that.
     drop(ca_file);
     let allowed: Vec<String> = origins.iter().map(|o| format!("{o:?}")).collect();
-    std::fs::write(
-        host.functions_dir().join("probe.toml"),
-        format!("[outbound]\nallowed_hosts = [{}]\n", allowed.join(", ")),
-    )?;
-    host.deploy("probe.wasm", guests::DURABLE_PROBE)?;
-    perdure_tests::eventually(DEADLINE, "the probe app to load", || async {
-        Ok(host
-            .app_status("probe")
-            .await?
-            .filter(|a| a["digest"].is_string()))
-    })
-    .await?;
+    let config = format!("[outbound]\nallowed_hosts = [{}]\n", allowed.join(", "));
+    host.deploy_configured("probe", guests::DURABLE_PROBE, &config)
+        .await?;
     Ok(host)
 }
 

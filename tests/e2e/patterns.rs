@@ -20,18 +20,9 @@ fn health(status: &Value) -> Option<&str> {
 /// Deploys `monitor` allowed to reach `origin` (e.g. a test service's).
 async fn monitor_host(origin: &str) -> anyhow::Result<TestHost> {
     let host = TestHost::start().await?;
-    std::fs::write(
-        host.functions_dir().join("monitor.toml"),
-        format!("[outbound]\nallowed_hosts = [\"{origin}\"]\n"),
-    )?;
-    host.deploy("monitor.wasm", guests::MONITOR)?;
-    eventually(DEADLINE, "monitor to load", || async {
-        Ok(host
-            .app_status("monitor")
-            .await?
-            .filter(|a| a["digest"].is_string()))
-    })
-    .await?;
+    let config = format!("[outbound]\nallowed_hosts = [\"{origin}\"]\n");
+    host.deploy_configured("monitor", guests::MONITOR, &config)
+        .await?;
     Ok(host)
 }
 

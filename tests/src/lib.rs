@@ -146,6 +146,30 @@ impl TestHost {
         Ok(())
     }
 
+    /// Deploys app `name` (`name.wasm` from `wasm`) with `config` as its
+    /// `name.toml`, and waits until it is loaded.
+    pub async fn deploy_configured(
+        &self,
+        name: &str,
+        wasm: &str,
+        config: &str,
+    ) -> anyhow::Result<()> {
+        std::fs::write(self.functions_dir().join(format!("{name}.toml")), config)?;
+        self.deploy(&format!("{name}.wasm"), wasm)?;
+        eventually(
+            Duration::from_secs(30),
+            &format!("{name} to load"),
+            || async {
+                Ok(self
+                    .app_status(name)
+                    .await?
+                    .filter(|a| a["digest"].is_string()))
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
     pub fn undeploy(&self, file_name: &str) -> anyhow::Result<()> {
         std::fs::remove_file(self.functions_dir().join(file_name))?;
         Ok(())
