@@ -27,6 +27,8 @@ enum Command {
 /// Parses the command line and runs it; the whole of `perdure`'s `main`.
 pub fn run() -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
+    // Before the runtime's threads exist, so that they share arenas too.
+    crate::memory::limit_malloc_arenas();
     // Logs go to stderr (stdout carries the generated master key); colour
     // only for a person at a terminal.
     tracing_subscriber::fmt()

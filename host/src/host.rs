@@ -122,6 +122,9 @@ impl Host {
     /// Starts a host: every app already in the folder is loaded before this
     /// returns, and the server is accepting connections when it does.
     pub async fn start(config: HostConfig) -> Result<Self, StartError> {
+        // For hosts embedded in other programs (tests, benches); the CLI
+        // has done it before its runtime started.
+        crate::memory::limit_malloc_arenas();
         if config
             .master_key
             .as_ref()

@@ -7,6 +7,7 @@ pub mod durable;
 pub mod host;
 mod http;
 pub mod keys;
+pub mod memory;
 pub mod model;
 pub mod registry;
 pub mod route;

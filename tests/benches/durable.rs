@@ -15,7 +15,7 @@
 //!    event, evicted from memory: the process's RSS before and while they
 //!    wait.
 //!
-//! Run with `cargo bench -p perdure-tests --bench durable`.
+//! Run with `cargo bench -p perdure-tests --bench durable [-- memory|throughput|replay]`.
 
 use std::time::{Duration, Instant};
 
@@ -89,8 +89,25 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn run() -> anyhow::Result<()> {
+    // `cargo bench --bench durable -- memory` (or `throughput`, `replay`)
+    // runs one part; no argument runs them all.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |part: &str| only.as_deref().is_none_or(|o| o == part);
     // First, so that no earlier phase's memory counts.
-    waiting_memory().await?;
+    if wanted("memory") {
+        waiting_memory().await?;
+    }
+    if wanted("throughput") {
+        throughput().await?;
+    }
+    if wanted("replay") {
+        replay().await?;
+    }
+    Ok(())
+}
+
+/// Latency, concurrent hello sequences, fan-out/fan-in.
+async fn throughput() -> anyhow::Result<()> {
     let host = TestHost::start_with(
         &[
             ("durable-probe.wasm", guests::DURABLE_PROBE),
@@ -140,7 +157,11 @@ async fn run() -> anyhow::Result<()> {
         );
     }
     host.shutdown().await;
+    Ok(())
+}
 
+/// The cost of waking an evicted instance with a long journal.
+async fn replay() -> anyhow::Result<()> {
     let hot = journal_runs(Duration::from_secs(30)).await?;
     let evicted = journal_runs(Duration::ZERO).await?;
     println!(

@@ -346,11 +346,12 @@ impl DurableStorage for SqliteStorage {
             if let Some(status) = tasks::free_id(conn, record.id.as_str())? {
                 return Ok(CreateOutcome::AlreadyRunning(status));
             }
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO instances (id, name, app, digest, status, input, output, custom_status,
                                         parent_id, created_ms, updated_ms, started_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![
+            )?
+            .execute(params![
                     record.id.as_str(),
                     record.name,
                     record.app,
@@ -363,8 +364,7 @@ impl DurableStorage for SqliteStorage {
                     record.created_ms,
                     record.updated_ms,
                     record.started_ms,
-                ],
-            )?;
+            ])?;
             Ok(CreateOutcome::Created)
         }))
     }
