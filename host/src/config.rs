@@ -56,9 +56,14 @@ pub struct AppLimits {
 
 impl AppLimits {
     /// Refuses zero limits (nothing could run) and limits above the host's
-    /// (`host_timeout`, `host_memory_bytes`): an app cannot grant itself
-    /// more than the operator allows.
-    pub fn check(&self, host_timeout: Duration, host_memory_bytes: usize) -> Result<(), String> {
+    /// (`host_timeout`, `host_memory_bytes`, `host_instances` sandbox
+    /// slots): an app cannot grant itself more than the operator allows.
+    pub fn check(
+        &self,
+        host_timeout: Duration,
+        host_memory_bytes: usize,
+        host_instances: u32,
+    ) -> Result<(), String> {
         if let Some(ms) = self.timeout_ms {
             let limit = host_timeout.as_millis();
             if ms == 0 || u128::from(ms) > limit {
@@ -75,8 +80,12 @@ impl AppLimits {
                 ));
             }
         }
-        if self.max_concurrency == Some(0) {
-            return Err("[limits] max_concurrency = 0: must be at least 1".to_owned());
+        if let Some(n) = self.max_concurrency
+            && (n == 0 || n > host_instances as usize)
+        {
+            return Err(format!(
+                "[limits] max_concurrency = {n}: must be between 1 and the host's {host_instances} instances"
+            ));
         }
         Ok(())
     }
@@ -277,20 +286,25 @@ mod tests {
 
     #[test]
     fn limits_may_only_lower_the_hosts() -> anyhow::Result<()> {
-        let host = (Duration::from_secs(30), 128 << 20);
+        let host = (Duration::from_secs(30), 128 << 20, 1000);
         let c = config("[limits]\ntimeout_ms = 500\nmemory_mib = 16\nmax_concurrency = 2\n")?;
         assert_eq!(c.limits.timeout_ms, Some(500));
         assert_eq!(c.limits.memory_mib, Some(16));
         assert_eq!(c.limits.max_concurrency, Some(2));
-        assert!(c.limits.check(host.0, host.1).is_ok());
+        assert!(c.limits.check(host.0, host.1, host.2).is_ok());
         for bad in [
             "[limits]\ntimeout_ms = 30001",
             "[limits]\ntimeout_ms = 0",
             "[limits]\nmemory_mib = 129",
             "[limits]\nmax_concurrency = 0",
+            "[limits]\nmax_concurrency = 1001",
+            "[limits]\nmax_concurrency = 4000000000000000000",
         ] {
             let limits = config(bad)?.limits;
-            assert!(limits.check(host.0, host.1).is_err(), "{bad} was accepted");
+            assert!(
+                limits.check(host.0, host.1, host.2).is_err(),
+                "{bad} was accepted"
+            );
         }
         assert!(config("[limits]\nmemory = 1").is_err());
         Ok(())

@@ -110,7 +110,8 @@ impl ServeSettings {
     /// These settings over the file's, if `--config` names one. Blocking
     /// (reads the file).
     pub fn with_file(self) -> Result<Self, SettingsError> {
-        let Some(path) = self.config.clone() else {
+        // `PERDURE_CONFIG=` (empty) names no file.
+        let Some(path) = self.config.clone().filter(|p| !p.as_os_str().is_empty()) else {
             return Ok(self);
         };
         let file = Self::load(&path)?;
@@ -144,7 +145,8 @@ impl ServeSettings {
         Ok(file)
     }
 
-    /// Each setting from `self` if given, else from `under`.
+    /// Each setting from `self` if given, else from `under`. An empty
+    /// master key (e.g. `PERDURE_MASTER_KEY=`) counts as not given.
     fn over(self, under: Self) -> Self {
         Self {
             config: self.config.or(under.config),
@@ -152,7 +154,10 @@ impl ServeSettings {
             db: self.db.or(under.db),
             cache_dir: self.cache_dir.or(under.cache_dir),
             listen: self.listen.or(under.listen),
-            master_key: self.master_key.or(under.master_key),
+            master_key: self
+                .master_key
+                .filter(|k| !k.is_empty())
+                .or(under.master_key),
             memory_limit_mib: self.memory_limit_mib.or(under.memory_limit_mib),
             timeout_secs: self.timeout_secs.or(under.timeout_secs),
             max_instances: self.max_instances.or(under.max_instances),

@@ -78,6 +78,6 @@ async fn https_to_an_origin_not_allowed_is_denied_before_connecting() -> anyhow:
     let status = host.wait_for_instance(&id, DEADLINE).await?;
     assert_eq!(status["runtimeStatus"], "Failed", "{status}");
     assert_eq!(status["output"]["code"], "permission-denied", "{status}");
-    assert_eq!(service.health_checks(), 0);
+    assert_eq!(service.connections(), 0, "refused before connecting");
     Ok(())
 }

@@ -54,13 +54,15 @@ fn a_broken_settings_file_stops_the_start_with_its_error() -> anyhow::Result<()>
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("perdure.toml");
     std::fs::write(&file, "timeout_sec = 5\n")?;
-    let output = std::process::Command::new(CHILD)
-        .arg("serve")
-        .arg("--config")
-        .arg(&file)
-        .args(["--listen", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .output()?;
+    let output = perdure_tests::child::run_to_exit(
+        std::process::Command::new(CHILD)
+            .arg("serve")
+            .arg("--config")
+            .arg(&file)
+            .args(["--listen", "127.0.0.1:0"])
+            .current_dir(dir.path()),
+        std::time::Duration::from_secs(60),
+    )?;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -249,3 +249,26 @@ async fn each_generation_derives_its_own_child_ids_and_guids() -> anyhow::Result
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_run_under_a_reused_id_derives_new_child_ids() -> anyhow::Result<()> {
+    let host = probe_host().await?;
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let r = host
+            .start_orchestration("Generations", Some("reused"), r#"{"generations": 1}"#)
+            .await?;
+        assert_eq!(r.status, 202, "{}", r.text());
+        let status = host.wait_for_instance("reused", DEADLINE).await?;
+        assert_eq!(status["runtimeStatus"], "Completed", "{status}");
+        runs.push(status["output"].clone());
+    }
+    assert_ne!(runs[0]["children"], runs[1]["children"], "{runs:?}");
+    assert_ne!(runs[0]["guids"], runs[1]["guids"], "{runs:?}");
+    // The first run's child still waits; the second run's was created too.
+    for run in &runs {
+        let child = run["children"][0].as_str().unwrap_or_default();
+        assert!(host.instance(child).await?.is_some(), "child {child}");
+    }
+    Ok(())
+}

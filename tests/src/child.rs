@@ -140,6 +140,33 @@ impl ChildHost {
     }
 }
 
+/// Runs `command` to its exit and returns what it wrote; kills it and
+/// fails if it runs past `deadline` (e.g. a host that should have refused
+/// to start but serves).
+pub fn run_to_exit(
+    command: &mut Command,
+    deadline: Duration,
+) -> anyhow::Result<std::process::Output> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let until = std::time::Instant::now() + deadline;
+    while child.try_wait()?.is_none() {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let output = child.wait_with_output()?;
+            bail!(
+                "still running after {deadline:?}; stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(child.wait_with_output()?)
+}
+
 impl Drop for ChildHost {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -19,6 +19,7 @@ pub struct TestService {
     healthy: Arc<AtomicBool>,
     alerts: Arc<AtomicUsize>,
     health_checks: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -39,9 +40,12 @@ impl TestService {
         let healthy = Arc::new(AtomicBool::new(true));
         let alerts = Arc::new(AtomicUsize::new(0));
         let health_checks = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let (h, a, c) = (healthy.clone(), alerts.clone(), health_checks.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let (h, a, c) = (h.clone(), a.clone(), c.clone());
                 let tls = tls.clone();
                 tokio::spawn(async move {
@@ -91,6 +95,7 @@ impl TestService {
             healthy,
             alerts,
             health_checks,
+            connections,
             task,
         })
     }
@@ -109,6 +114,11 @@ impl TestService {
 
     pub fn health_checks(&self) -> usize {
         self.health_checks.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 

@@ -221,12 +221,19 @@ pub struct WorkItem {
     pub input: String,
     /// 1 for the first attempt; re-runs after a lost lease count up.
     pub attempt: u32,
+    /// The generation of the instance that scheduled it.
+    pub generation: u64,
 }
 
 impl WorkItem {
-    /// Stable across re-executions of the same call.
+    /// Stable across re-executions of the same call, and different for the
+    /// same call in another generation: `instance:seq`, then
+    /// `instance#gN:seq` (`#` cannot occur in an instance id).
     pub fn idempotency_key(&self) -> String {
-        format!("{}:{}", self.instance_id, self.task_id)
+        match self.generation {
+            0 => format!("{}:{}", self.instance_id, self.task_id),
+            n => format!("{}#g{n}:{}", self.instance_id, self.task_id),
+        }
     }
 }
 

@@ -72,6 +72,10 @@ pub(super) async fn handle(
         return Err(ApiError::unauthorized(message));
     }
     query.retain(|(k, _)| k != "code");
+
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, ctx.limits.max_body_bytes, &ctx.limits).await?;
+    // After the body: a slow client does not hold one of the app's slots.
     let _permit = app.try_invocation_permit().map_err(|full| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -83,9 +87,6 @@ pub(super) async fn handle(
         )
         .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
     })?;
-
-    let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, ctx.limits.max_body_bytes, &ctx.limits).await?;
     let headers = parts
         .headers
         .iter()

@@ -85,12 +85,18 @@ pub struct AtCapacity {
     pub limit: usize,
 }
 
-/// Invocation slots for an app's `[limits] max_concurrency`.
-fn concurrency_of(config: &AppConfig) -> Option<Arc<tokio::sync::Semaphore>> {
-    config
-        .limits
-        .max_concurrency
-        .map(|n| Arc::new(tokio::sync::Semaphore::new(n)))
+/// Invocation slots for an app's `[limits] max_concurrency`: the previous
+/// version's while the limit is the same, so that invocations running
+/// across a reload still count against it.
+fn concurrency_of(
+    config: &AppConfig,
+    previous: Option<&Arc<LoadedApp>>,
+) -> Option<Arc<tokio::sync::Semaphore>> {
+    let limit = config.limits.max_concurrency?;
+    match previous {
+        Some(app) if app.config.limits.max_concurrency == Some(limit) => app.concurrency.clone(),
+        _ => Some(Arc::new(tokio::sync::Semaphore::new(limit))),
+    }
 }
 
 /// The last failed attempt to load a file.
@@ -310,7 +316,11 @@ impl Registry {
         let host_limits = self.sandbox.limits();
         config
             .limits
-            .check(host_limits.timeout, host_limits.memory_bytes)
+            .check(
+                host_limits.timeout,
+                host_limits.memory_bytes,
+                host_limits.max_instances,
+            )
             .map_err(|message| crate::config::ConfigError::Invalid {
                 path: crate::config::config_path(path).display().to_string(),
                 message,
@@ -322,7 +332,7 @@ impl Registry {
                 // Same code, new configuration: no recompilation.
                 let app = Arc::new(LoadedApp {
                     code: loaded.code.with_limits(limits),
-                    concurrency: concurrency_of(&config),
+                    concurrency: concurrency_of(&config, current.apps.get(name)),
                     config,
                     loaded_at: SystemTime::now(),
                     ..LoadedApp::clone(loaded)
@@ -363,7 +373,7 @@ impl Registry {
             code,
             cache: cache_outcome,
             load_ms: started.elapsed().as_secs_f64() * 1000.0,
-            concurrency: concurrency_of(&config),
+            concurrency: concurrency_of(&config, current.apps.get(name)),
             config,
         });
         self.publish(current.with(|apps, failures| {

@@ -146,7 +146,8 @@ fn instance_seed(instance: &str, generation: u64) -> Vec<u8> {
         hash.update(b"perdure-random:");
         hash.update(instance.as_bytes());
         if generation > 0 {
-            hash.update(format!(":g{generation}").as_bytes());
+            // `#` cannot occur in an instance id.
+            hash.update(format!("#g{generation}").as_bytes());
         }
         hash.update(block.to_le_bytes());
         bytes.extend_from_slice(&hash.finalize());

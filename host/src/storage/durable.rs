@@ -115,11 +115,12 @@ fn work_from_row(row: &Row<'_>) -> rusqlite::Result<WorkItem> {
         name: row.get(5)?,
         input: row.get(6)?,
         attempt: row.get(7)?,
+        generation: row.get::<_, i64>(8)?.max(0) as u64,
     })
 }
 
 const WORK_COLUMNS: &str =
-    "w.id, w.instance_id, w.task_id, i.app, i.digest, w.name, w.input, w.attempt";
+    "w.id, w.instance_id, w.task_id, i.app, i.digest, w.name, w.input, w.attempt, i.generation";
 
 /// Leases up to `limit` items whose lease expired by `expired_by` until
 /// `lease_until`, counting an attempt for each.
@@ -262,6 +263,7 @@ fn commit(conn: &Connection, episode: Episode) -> rusqlite::Result<Effects> {
             name: new.name,
             input: new.input,
             attempt: 1,
+            generation: record.generation,
         });
     }
     for timer in &episode.timers {
@@ -343,13 +345,14 @@ impl DurableStorage for SqliteStorage {
 
     fn create_instance(&self, record: InstanceRecord) -> StorageFuture<'_, CreateOutcome> {
         Box::pin(self.write(move |conn| {
-            if let Some(status) = tasks::free_id(conn, record.id.as_str())? {
-                return Ok(CreateOutcome::AlreadyRunning(status));
-            }
+            let generation = match tasks::free_id(conn, record.id.as_str())? {
+                Ok(generation) => generation,
+                Err(status) => return Ok(CreateOutcome::AlreadyRunning(status)),
+            };
             conn.prepare_cached(
                 "INSERT INTO instances (id, name, app, digest, status, input, output, custom_status,
-                                        parent_id, created_ms, updated_ms, started_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                        parent_id, created_ms, updated_ms, started_ms, generation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?
             .execute(params![
                     record.id.as_str(),
@@ -364,6 +367,7 @@ impl DurableStorage for SqliteStorage {
                     record.created_ms,
                     record.updated_ms,
                     record.started_ms,
+                generation as i64,
             ])?;
             Ok(CreateOutcome::Created)
         }))

@@ -35,6 +35,12 @@ pub enum StorageError {
     /// The writer thread has stopped (the host is shutting down).
     #[error("the database writer has stopped")]
     Closed,
+    /// Another process (or another host in this one) has the database
+    /// open; two writers would race on its instances and work items.
+    #[error(
+        "{db} is in use by another perdure (it holds the lock on {lock}); stop that one first, or give this one another --db"
+    )]
+    InUse { db: String, lock: String },
     /// The database belongs to a newer version of Perdure.
     #[error("the database schema version {found} is newer than this host supports ({supported})")]
     TooNew { found: i64, supported: i64 },

@@ -48,8 +48,13 @@ struct Job {
 }
 
 /// SQLite storage for one database file.
+///
+/// Invariant: one `SqliteStorage` at a time owns a database file, across
+/// processes: it holds an exclusive lock on `<db>.lock` from `open` to
+/// `close` (the OS releases it if the process dies).
 pub struct SqliteStorage {
     path: PathBuf,
+    owner: Mutex<Option<std::fs::File>>,
     writer: Mutex<Option<mpsc::Sender<Job>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     read_slots: Arc<tokio::sync::Semaphore>,
@@ -81,6 +86,32 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Takes the exclusive lock on `<db>.lock`, or says who has it. Only
+/// this advisory lock is used: SQLite's own locks are per transaction and
+/// would let two hosts take turns writing the same instances.
+fn lock_owner(db: &Path) -> Result<std::fs::File, StorageError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|e| StorageError::Database(format!("cannot open {}: {e}", lock.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::InUse {
+            db: db.display().to_string(),
+            lock: lock.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::Database(format!(
+            "cannot lock {}: {e}",
+            lock.display()
+        ))),
+    }
+}
+
 fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let supported = MIGRATIONS.len() as i64;
@@ -102,6 +133,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
 impl SqliteStorage {
     /// Opens (creating and migrating if needed) the database. Blocking.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let owner = lock_owner(path)?;
         let mut conn = Connection::open(path)?;
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
@@ -120,6 +152,7 @@ impl SqliteStorage {
             .map_err(|e| StorageError::Database(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             path: path.to_path_buf(),
+            owner: Mutex::new(Some(owner)),
             writer: Mutex::new(Some(tx)),
             readers: Arc::new(Mutex::new(Vec::new())),
             read_slots: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
@@ -212,6 +245,10 @@ impl SqliteStorage {
         let handle = self.writer_thread.lock().ok().and_then(|mut h| h.take());
         if let Some(handle) = handle {
             let _ = handle.join();
+        }
+        // Everything is committed: another host may take the database.
+        if let Ok(mut owner) = self.owner.lock() {
+            owner.take();
         }
     }
 }
@@ -398,6 +435,22 @@ mod tests {
         }
         let storage = SqliteStorage::open(&path)?;
         assert_eq!(storage.setting("k").await?.as_deref(), Some("first"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_database_has_one_owner_until_it_is_closed() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t.db");
+        let first = SqliteStorage::open(&path)?;
+        let second = SqliteStorage::open(&path);
+        assert!(
+            matches!(&second, Err(StorageError::InUse { .. })),
+            "{:?}",
+            second.err()
+        );
+        first.close();
+        SqliteStorage::open(&path)?;
         Ok(())
     }
 

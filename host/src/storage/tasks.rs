@@ -48,16 +48,25 @@ fn status_of(conn: &Connection, id: &str) -> rusqlite::Result<Option<RuntimeStat
 
 /// Makes `id` free for a new instance: a finished instance with that id is
 /// deleted with its history (ids of finished instances may be reused). An
-/// unfinished one keeps it: its status is returned and nothing changes.
-pub(super) fn free_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<RuntimeStatus>> {
-    match status_of(conn, id)? {
-        Some(status) if !status.is_finished() => Ok(Some(status)),
-        Some(_) => {
+/// unfinished one keeps it: its status is the error and nothing changes.
+/// Returns the generation the new instance starts at: one past the
+/// deleted one's, so that it derives other child ids and guids than the
+/// run it replaces (whose children may still run).
+pub(super) fn free_id(conn: &Connection, id: &str) -> rusqlite::Result<Result<u64, RuntimeStatus>> {
+    let found: Option<(String, i64)> = conn
+        .prepare_cached("SELECT status, generation FROM instances WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((status, generation)) = found else {
+        return Ok(Ok(0));
+    };
+    match RuntimeStatus::parse(&status) {
+        Some(status) if !status.is_finished() => Ok(Err(status)),
+        _ => {
             conn.prepare_cached("DELETE FROM instances WHERE id = ?1")?
                 .execute([id])?;
-            Ok(None)
+            Ok(Ok(generation.max(0) as u64 + 1))
         }
-        None => Ok(None),
     }
 }
 
@@ -259,7 +268,7 @@ pub(super) fn start_children(
     effects: &mut Effects,
 ) -> rusqlite::Result<()> {
     for child in children {
-        if free_id(conn, child.id.as_str())?.is_some() {
+        let Ok(generation) = free_id(conn, child.id.as_str())? else {
             if let (Some(parent), Some(task)) = (parent, child.task_id) {
                 let error = GuestError::new(
                     "already-exists",
@@ -268,11 +277,11 @@ pub(super) fn start_children(
                 complete(conn, parent, task, Err(error), now, effects)?;
             }
             continue;
-        }
+        };
         conn.prepare_cached(
             "INSERT INTO instances (id, name, app, digest, status, input, parent_id, parent_task,
-                                    retry, created_ms, updated_ms, started_ms)
-             VALUES (?1, ?2, ?3, ?4, 'Pending', ?5, ?6, ?7, ?8, ?9, ?9, ?9)",
+                                    retry, created_ms, updated_ms, started_ms, generation)
+             VALUES (?1, ?2, ?3, ?4, 'Pending', ?5, ?6, ?7, ?8, ?9, ?9, ?9, ?10)",
         )?
         .execute(params![
             child.id.as_str(),
@@ -283,7 +292,8 @@ pub(super) fn start_children(
             parent.map(InstanceId::as_str),
             child.task_id.map(|t| t as i64),
             child.retry,
-            now
+            now,
+            generation as i64
         ])?;
         effects.wake.push(child.id);
     }
