@@ -160,6 +160,20 @@ async fn instance_routes_answer_404_410_and_400() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(r.status, 400, "{}", r.text());
+    for (name, why) in [
+        ("x".repeat(257), "limit is 256"),
+        ("a%01b".to_owned(), "control character"),
+    ] {
+        let r = send(
+            &host,
+            Method::POST,
+            &format!("{running_path}/raiseEvent/{name}"),
+            "1",
+        )
+        .await?;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains(why), "{}", r.text());
+    }
     let r = send(
         &host,
         Method::POST,

@@ -21,6 +21,27 @@ pub struct InstanceId(String);
 )]
 pub struct InstanceIdError(pub String);
 
+/// Longest event name accepted, in bytes.
+pub const MAX_EVENT_NAME_LEN: usize = 256;
+
+/// Checks an event name a client raises: 1 to [`MAX_EVENT_NAME_LEN`] bytes,
+/// no control characters. Says what is wrong otherwise.
+pub fn check_event_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the event name is empty".into());
+    }
+    if name.len() > MAX_EVENT_NAME_LEN {
+        return Err(format!(
+            "the event name is {} bytes; the limit is {MAX_EVENT_NAME_LEN}",
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("the event name contains a control character".into());
+    }
+    Ok(())
+}
+
 impl InstanceId {
     pub const MAX_LEN: usize = 256;
 

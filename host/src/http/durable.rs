@@ -267,9 +267,7 @@ async fn raise_event(
     id: &InstanceId,
     event: &str,
 ) -> Result<HttpResponse, ApiError> {
-    if event.is_empty() {
-        return Err(ApiError::bad_request("the event name is empty"));
-    }
+    crate::durable::model::check_event_name(event).map_err(ApiError::bad_request)?;
     let data = json_body(ctx, req, "event data").await?;
     match ctx.engine.raise_event(id, event.to_owned(), data).await? {
         EventOutcome::Delivered(_) => Ok(super::error::empty(StatusCode::ACCEPTED)),

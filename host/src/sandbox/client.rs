@@ -173,6 +173,8 @@ impl client::Host for InvocationState {
         let run = async move {
             let engine = engine?;
             let id = parse_id(&instance_id)?;
+            crate::durable::model::check_event_name(&event_name)
+                .map_err(|e| error(types::ErrorCode::InvalidArgument, e))?;
             serde_json::from_str::<serde::de::IgnoredAny>(&data).map_err(|e| {
                 error(
                     types::ErrorCode::InvalidArgument,
