@@ -325,13 +325,12 @@ impl Shared {
     /// from the stored bytes (and kept).
     pub(crate) async fn code_for(&self, app: &str, digest: &str) -> Result<AppCode, GuestError> {
         let snapshot = self.registry.snapshot();
-        if let Some(loaded) = snapshot.apps.get(app)
-            && loaded.digest.hex() == digest
-        {
+        let current = snapshot.apps.get(app);
+        if let Some(loaded) = current.filter(|loaded| loaded.digest.hex() == digest) {
             return Ok(loaded.code.clone());
         }
         // An older version runs under its app's current limits.
-        let limits = snapshot.apps.get(app).map(|loaded| loaded.code.limits());
+        let limits = current.map(|loaded| loaded.code.limits());
         let with_limits = |code: &AppCode| match limits {
             Some(limits) => code.with_limits(limits),
             None => code.clone(),

@@ -217,13 +217,8 @@ pub fn parse_await_any(result: &str) -> Option<(usize, Answer)> {
 /// (same inputs, same UUID), shaped as a version 5 UUID.
 pub fn derived_guid(instance: &str, generation: u64, seq: u64) -> String {
     use sha2::{Digest as _, Sha256};
-    let name = match generation {
-        0 => format!("perdure-guid:{instance}:{seq}"),
-        // `#` cannot occur in an instance id: no other (instance,
-        // generation) pair hashes the same text.
-        n => format!("perdure-guid:{instance}#g{n}:{seq}"),
-    };
-    let hash = Sha256::digest(name.as_bytes());
+    let instance = super::model::in_generation(instance, generation);
+    let hash = Sha256::digest(format!("perdure-guid:{instance}:{seq}").as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&hash[..16]);
     b[6] = (b[6] & 0x0f) | 0x50;
@@ -272,6 +267,9 @@ mod tests {
         use crate::durable::model::InstanceId;
         assert_eq!(InstanceId::parse("p")?.child(0, 5).as_str(), "p:5");
         assert_eq!(InstanceId::parse("p")?.child(2, 5).as_str(), "p:g2:5");
+        use crate::durable::model::in_generation;
+        assert_eq!(in_generation("i", 0), "i");
+        assert_eq!(in_generation("i", 2), "i#g2");
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "5");
         Ok(())

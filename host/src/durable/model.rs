@@ -21,6 +21,18 @@ pub struct InstanceId(String);
 )]
 pub struct InstanceIdError(pub String);
 
+/// `base` as seen from generation `generation` of an instance: `base`
+/// itself in generation 0 (what hosts before generations derived), else
+/// `base#gN`. `#` cannot occur in an instance id, so no other (id,
+/// generation) pair gives the same text. Guid names, random seeds and
+/// idempotency keys are built on it.
+pub fn in_generation(base: &str, generation: u64) -> std::borrow::Cow<'_, str> {
+    match generation {
+        0 => std::borrow::Cow::Borrowed(base),
+        n => std::borrow::Cow::Owned(format!("{base}#g{n}")),
+    }
+}
+
 /// Longest event name accepted, in bytes.
 pub const MAX_EVENT_NAME_LEN: usize = 256;
 
@@ -251,10 +263,8 @@ impl WorkItem {
     /// same call in another generation: `instance:seq`, then
     /// `instance#gN:seq` (`#` cannot occur in an instance id).
     pub fn idempotency_key(&self) -> String {
-        match self.generation {
-            0 => format!("{}:{}", self.instance_id, self.task_id),
-            n => format!("{}#g{n}:{}", self.instance_id, self.task_id),
-        }
+        let instance = in_generation(self.instance_id.as_str(), self.generation);
+        format!("{instance}:{}", self.task_id)
     }
 }
 

@@ -144,11 +144,7 @@ fn instance_seed(instance: &str, generation: u64) -> Vec<u8> {
     while bytes.len() < SEED_BYTES {
         let mut hash = Sha256::new();
         hash.update(b"perdure-random:");
-        hash.update(instance.as_bytes());
-        if generation > 0 {
-            // `#` cannot occur in an instance id.
-            hash.update(format!("#g{generation}").as_bytes());
-        }
+        hash.update(crate::durable::model::in_generation(instance, generation).as_bytes());
         hash.update(block.to_le_bytes());
         bytes.extend_from_slice(&hash.finalize());
         block += 1;

@@ -63,8 +63,9 @@ pub struct SqliteStorage {
 
 /// Prepared statements each connection keeps. The writer alone runs more
 /// than rusqlite's default of 16 distinct statements, and a statement
-/// evicted from the cache is parsed again on its next use (measured: an
-/// eighth of the CPU time of the durable bench's hello chains).
+/// evicted from the cache is parsed again on its next use. (Raising it
+/// alone did not move the durable bench; the re-parsing it showed was
+/// QPSG's, below.)
 const STATEMENT_CACHE: usize = 256;
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
