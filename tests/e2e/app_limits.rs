@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use perdure_tests::{TestHost, TestResponse, eventually, guests};
+use perdure_tests::{TestHost, eventually, guests};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -21,13 +21,6 @@ async fn limited_host(limits: &str) -> anyhow::Result<TestHost> {
     Ok(host)
 }
 
-fn message(r: &TestResponse) -> String {
-    r.json()
-        .ok()
-        .and_then(|j| j.pointer("/error/message")?.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apps_time_and_memory_limits_apply_to_its_invocations() -> anyhow::Result<()> {
     let host = limited_host("timeout_ms = 300\nmemory_mib = 16").await?;
@@ -36,7 +29,7 @@ async fn an_apps_time_and_memory_limits_apply_to_its_invocations() -> anyhow::Re
     assert_eq!(r.status, 500, "{}", r.text());
     assert_eq!(r.error_code().as_deref(), Some("timeout"), "{}", r.text());
     assert!(
-        message(&r).contains("300ms"),
+        r.error_message().contains("300ms"),
         "the app's limit: {}",
         r.text()
     );
@@ -50,7 +43,7 @@ async fn an_apps_time_and_memory_limits_apply_to_its_invocations() -> anyhow::Re
         r.text()
     );
     assert!(
-        message(&r).contains("16 MiB"),
+        r.error_message().contains("16 MiB"),
         "the app's cap: {}",
         r.text()
     );
@@ -59,7 +52,7 @@ async fn an_apps_time_and_memory_limits_apply_to_its_invocations() -> anyhow::Re
     std::fs::write(host.functions_dir().join("hostile.toml"), "")?;
     eventually(DEADLINE, "the host's memory cap to apply", || async {
         let r = host.get("/api/hostile/hog").await?;
-        Ok(message(&r).contains("64 MiB").then_some(()))
+        Ok(r.error_message().contains("64 MiB").then_some(()))
     })
     .await?;
     Ok(())
@@ -96,7 +89,7 @@ async fn past_its_concurrency_an_app_answers_429_until_a_slot_frees() -> anyhow:
         refused.text()
     );
     assert!(
-        message(&refused).contains("max_concurrency of 1"),
+        refused.error_message().contains("max_concurrency of 1"),
         "{}",
         refused.text()
     );
@@ -135,6 +128,6 @@ async fn limits_above_the_hosts_are_refused_and_the_previous_version_serves() ->
     assert!(failed["digest"].is_string(), "still loaded: {failed}");
     // The version that loaded keeps its limits.
     let r = host.get("/api/hostile/spin").await?;
-    assert!(message(&r).contains("1s"), "{}", r.text());
+    assert!(r.error_message().contains("1s"), "{}", r.text());
     Ok(())
 }

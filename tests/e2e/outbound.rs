@@ -2,14 +2,10 @@
 //! roots plus the operator's `--outbound-ca-file`; an untrusted certificate
 //! is a clear error, and the allow-list applies to https as to http.
 
-use std::time::Duration;
-
 use perdure_tests::service::TestService;
 use perdure_tests::tls::TestCa;
 use perdure_tests::{TestHost, guests};
 use serde_json::json;
-
-const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The probe app allowed to reach `origins`, on a host that trusts `ca`.
 async fn fetching_host(ca: &TestCa, origins: &[String]) -> anyhow::Result<TestHost> {
@@ -37,10 +33,9 @@ async fn https_to_a_trusted_server_works_and_an_untrusted_one_is_refused() -> an
     let host = fetching_host(&ca, &[trusted.origin(), untrusted.origin()]).await?;
 
     let url = format!("{}/health", trusted.origin());
-    let id = host
-        .start_instance("Fetch", &json!(url).to_string())
+    let status = host
+        .run_orchestration("Fetch", &json!(url).to_string())
         .await?;
-    let status = host.wait_for_instance(&id, DEADLINE).await?;
     assert_eq!(status["runtimeStatus"], "Completed", "{status}");
     assert_eq!(
         status["output"],
@@ -50,10 +45,9 @@ async fn https_to_a_trusted_server_works_and_an_untrusted_one_is_refused() -> an
     assert_eq!(trusted.health_checks(), 1);
 
     let url = format!("{}/health", untrusted.origin());
-    let id = host
-        .start_instance("Fetch", &json!(url).to_string())
+    let status = host
+        .run_orchestration("Fetch", &json!(url).to_string())
         .await?;
-    let status = host.wait_for_instance(&id, DEADLINE).await?;
     assert_eq!(status["runtimeStatus"], "Failed", "{status}");
     let message = status["output"]["message"].as_str().unwrap_or_default();
     assert!(
@@ -72,10 +66,9 @@ async fn https_to_an_origin_not_allowed_is_denied_before_connecting() -> anyhow:
     let plain = service.origin().replacen("https://", "http://", 1);
     let host = fetching_host(&ca, &[plain]).await?;
     let url = format!("{}/health", service.origin());
-    let id = host
-        .start_instance("Fetch", &json!(url).to_string())
+    let status = host
+        .run_orchestration("Fetch", &json!(url).to_string())
         .await?;
-    let status = host.wait_for_instance(&id, DEADLINE).await?;
     assert_eq!(status["runtimeStatus"], "Failed", "{status}");
     assert_eq!(status["output"]["code"], "permission-denied", "{status}");
     assert_eq!(service.connections(), 0, "refused before connecting");

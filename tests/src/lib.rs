@@ -47,9 +47,19 @@ impl TestResponse {
 
     /// The `error.code` of a JSON error body.
     pub fn error_code(&self) -> Option<String> {
+        self.error_field("code")
+    }
+
+    /// The `error.message` of a JSON error body, or empty.
+    pub fn error_message(&self) -> String {
+        self.error_field("message").unwrap_or_default()
+    }
+
+    fn error_field(&self, field: &str) -> Option<String> {
         self.json()
             .ok()?
-            .pointer("/error/code")?
+            .get("error")?
+            .get(field)?
             .as_str()
             .map(str::to_owned)
     }
