@@ -27,8 +27,6 @@ enum Command {
 /// Parses the command line and runs it; the whole of `perdure`'s `main`.
 pub fn run() -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
-    // Before the runtime's threads exist, so that they share arenas too.
-    crate::memory::limit_malloc_arenas();
     // Logs go to stderr (stdout carries the generated master key); colour
     // only for a person at a terminal.
     tracing_subscriber::fmt()
@@ -38,6 +36,9 @@ pub fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // After the log is set up (a refusal is logged), before the runtime's
+    // threads exist (so that they share arenas too).
+    crate::memory::limit_malloc_arenas();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
