@@ -60,6 +60,31 @@ fn load_instance(conn: &Connection, id: &str) -> rusqlite::Result<Option<Instanc
     .optional()
 }
 
+/// What an episode's commit needs of its instance: fewer columns than a
+/// whole [`InstanceRecord`] (its input and output can be large), read on
+/// the writer thread for every episode.
+struct EpisodeOwner {
+    status: RuntimeStatus,
+    app: String,
+    digest: String,
+    generation: u64,
+}
+
+fn load_episode_owner(conn: &Connection, id: &str) -> rusqlite::Result<Option<EpisodeOwner>> {
+    conn.prepare_cached("SELECT status, app, digest, generation FROM instances WHERE id = ?1")?
+        .query_row([id], |row| {
+            let status: String = row.get(0)?;
+            Ok(EpisodeOwner {
+                status: RuntimeStatus::parse(&status)
+                    .ok_or_else(|| bad_value("status", &status))?,
+                app: row.get(1)?,
+                digest: row.get(2)?,
+                generation: row.get::<_, i64>(3)?.max(0) as u64,
+            })
+        })
+        .optional()
+}
+
 /// The instance if it exists and has not finished; otherwise what a
 /// management operation on it reports.
 fn load_unfinished(
@@ -219,7 +244,7 @@ fn commit(conn: &Connection, episode: Episode) -> rusqlite::Result<Effects> {
     let mut effects = Effects::default();
     let instance = &episode.instance_id;
     let id = instance.as_str();
-    let Some(record) = load_instance(conn, id)? else {
+    let Some(record) = load_episode_owner(conn, id)? else {
         // Purged while it ran: nothing to record.
         return Ok(effects);
     };
