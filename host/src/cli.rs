@@ -80,8 +80,13 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         "perdure is ready: functions at http://{addr}/api/"
     );
     wait_for_signal().await;
+    let stopping = std::time::Instant::now();
     tracing::info!("shutting down");
     host.shutdown().await;
+    tracing::info!(
+        ms = stopping.elapsed().as_millis() as u64,
+        "perdure stopped; unfinished instances resume at the next start"
+    );
     Ok(())
 }
 

@@ -113,6 +113,8 @@ pub struct Host {
     master_key_source: MasterKeySource,
     master_key: Option<String>,
     shutdown: watch::Sender<bool>,
+    /// What in-flight requests and activities get to finish on shutdown.
+    shutdown_grace: std::time::Duration,
     server: JoinHandle<()>,
     deployer: JoinHandle<()>,
     watch: Option<FolderWatch>,
@@ -207,6 +209,7 @@ impl Host {
             master_key_source,
             master_key,
             shutdown,
+            shutdown_grace: config.http.shutdown_grace,
             server,
             deployer,
             watch: Some(watch),
@@ -235,11 +238,21 @@ impl Host {
         self.master_key.as_deref()
     }
 
-    /// Stops accepting, lets in-flight requests finish (within the grace
-    /// period), stops the watcher and flushes the database.
+    /// Stops accepting and starting work; lets in-flight requests and
+    /// running activities finish within the grace period (the HTTP
+    /// shutdown grace); stops the watcher and flushes the database.
+    /// Whatever did not finish resumes at the next start: leases left by a
+    /// stopped host are taken back then (one host owns a database).
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        let _ = (&mut self.server).await;
+        let grace = self.shutdown_grace;
+        let engine = self.engine.clone();
+        let (_, drained) = tokio::join!(&mut self.server, engine.drain(grace));
+        if !drained {
+            tracing::warn!(
+                "activities still running after {grace:?}; they run again at the next start"
+            );
+        }
         self.watch.take();
         self.deployer.abort();
         // Instances stop where they are; their journals resume them at the

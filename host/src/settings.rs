@@ -92,6 +92,13 @@ pub struct ServeSettings {
     /// besides the built-in Mozilla roots (e.g. a company's own CA).
     #[arg(long, value_name = "FILE")]
     pub outbound_ca_file: Option<PathBuf>,
+
+    /// On SIGTERM or SIGINT: how long in-flight requests get to finish, in
+    /// seconds, before their connections are closed. Instances and
+    /// activities stop where they are and resume from the journal at the
+    /// next start. [default: 10]
+    #[arg(long, value_name = "SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
 }
 
 /// Why the settings file was refused.
@@ -163,6 +170,7 @@ impl ServeSettings {
             max_instances: self.max_instances.or(under.max_instances),
             max_body_bytes: self.max_body_bytes.or(under.max_body_bytes),
             outbound_ca_file: self.outbound_ca_file.or(under.outbound_ca_file),
+            shutdown_timeout_secs: self.shutdown_timeout_secs.or(under.shutdown_timeout_secs),
         }
     }
 
@@ -191,6 +199,9 @@ impl ServeSettings {
         };
         config.http = HttpLimits {
             max_body_bytes: self.max_body_bytes.unwrap_or(http.max_body_bytes),
+            shutdown_grace: self
+                .shutdown_timeout_secs
+                .map_or(http.shutdown_grace, Duration::from_secs),
             ..http
         };
         config.outbound_ca_file = self.outbound_ca_file;

@@ -2,29 +2,15 @@
 //! at several moments, start it again over the same database, and see
 //! every instance complete with the right output and every activity run.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use http::Method;
-use perdure_tests::child::{ChildHost, LogLines};
+use perdure_tests::child::{ChildHost, LogLines, nap_executions as executions};
 use perdure_tests::{DURABLE, eventually, guests};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_perdure-child");
 const INSTANCES: usize = 30;
 const STEPS: usize = 4;
-
-/// Activity executions logged so far, by idempotency key.
-fn executions(log: &LogLines) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for line in log.lock().map(|l| l.clone()).unwrap_or_default() {
-        if let Some((_, rest)) = line.split_once("nap executed ")
-            && let Some(key) = rest.split_whitespace().next()
-        {
-            *counts.entry(key.to_owned()).or_default() += 1;
-        }
-    }
-    counts
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_several_moments_loses_no_instance_and_no_result() -> anyhow::Result<()> {
@@ -66,13 +52,7 @@ async fn sigkill_at_several_moments_loses_no_instance_and_no_result() -> anyhow:
     }
 
     for i in 0..INSTANCES {
-        let path = format!("{DURABLE}/instances/crash-{i}");
-        let status = eventually(Duration::from_secs(60), &path, || async {
-            let r = host.send(Method::GET, &path, "").await?;
-            Ok((r.status == 200).then_some(r))
-        })
-        .await?
-        .json()?;
+        let status = host.finished_status(&format!("crash-{i}")).await?;
         assert_eq!(status["runtimeStatus"], "Completed", "crash-{i}: {status}");
         assert_eq!(status["output"], STEPS, "crash-{i}: {status}");
     }

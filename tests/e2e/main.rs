@@ -15,5 +15,6 @@ mod patterns;
 mod restart;
 mod sandbox;
 mod settings;
+mod shutdown;
 mod timers;
 mod versions;

@@ -4,6 +4,7 @@
 //! The child logs to stderr; every line is kept, so a test can find the
 //! address it listens on and count what its guests logged across runs.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::{MASTER_KEY, TestResponse, eventually, send};
+use crate::{DURABLE, MASTER_KEY, TestResponse, eventually, send};
 
 /// Log lines of every child started over one directory, in order.
 pub type LogLines = Arc<Mutex<Vec<String>>>;
@@ -27,8 +28,69 @@ pub type LogLines = Arc<Mutex<Vec<String>>>;
 /// A running `perdure serve` child.
 pub struct ChildHost {
     child: Child,
+    client: ChildClient,
+}
+
+/// Sends requests to a child with the master key; cheap to clone into
+/// tasks that load the child while the test does something else.
+#[derive(Clone)]
+pub struct ChildClient {
     base: String,
     client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl ChildClient {
+    /// Sends a request with the master key.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: &str,
+    ) -> anyhow::Result<TestResponse> {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header("x-functions-key", MASTER_KEY)
+            .body(Full::new(Bytes::from(body.to_owned())))?;
+        send(&self.client, request).await
+    }
+}
+
+impl ChildClient {
+    /// Polls instance `id` until it has finished (within a minute) and
+    /// returns its status document.
+    pub async fn finished_status(&self, id: &str) -> anyhow::Result<serde_json::Value> {
+        let path = format!("{DURABLE}/instances/{id}");
+        eventually(Duration::from_secs(60), &path, || async {
+            let r = self.send(Method::GET, &path, "").await?;
+            Ok((r.status == 200).then_some(r))
+        })
+        .await?
+        .json()
+    }
+}
+
+/// The child's requests go through its [`ChildClient`].
+impl std::ops::Deref for ChildHost {
+    type Target = ChildClient;
+
+    fn deref(&self) -> &ChildClient {
+        &self.client
+    }
+}
+
+/// Activity executions the `durable-probe` guest's `Nap` logged in `log`,
+/// by idempotency key.
+pub fn nap_executions(log: &LogLines) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for line in log.lock().map(|l| l.clone()).unwrap_or_default() {
+        if let Some((_, rest)) = line.split_once("nap executed ")
+            && let Some(key) = rest.split_whitespace().next()
+        {
+            *counts.entry(key.to_owned()).or_default() += 1;
+        }
+    }
+    counts
 }
 
 impl ChildHost {
@@ -36,8 +98,14 @@ impl ChildHost {
     /// free loopback port; returns once it reports ready. Its log lines are
     /// appended to `log`.
     pub async fn start(binary: &str, dir: &Path, log: &LogLines) -> anyhow::Result<Self> {
+        Self::start_with_args(binary, &Self::args_for(dir), log).await
+    }
+
+    /// The arguments [`Self::start`] passes: `dir/functions`,
+    /// `dir/perdure.db`, a free loopback port, 200 sandbox slots.
+    pub fn args_for(dir: &Path) -> Vec<OsString> {
         let functions: PathBuf = dir.join("functions");
-        let args: Vec<OsString> = vec![
+        vec![
             "--functions".into(),
             functions.into(),
             "--db".into(),
@@ -46,8 +114,7 @@ impl ChildHost {
             "127.0.0.1:0".into(),
             "--max-instances".into(),
             "200".into(),
-        ];
-        Self::start_with_args(binary, &args, log).await
+        ]
     }
 
     /// Starts `binary serve ARGS` with the test master key; returns once it
@@ -97,14 +164,21 @@ impl ChildHost {
         .await?;
         Ok(Self {
             child,
-            base,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: ChildClient {
+                base,
+                client: Client::builder(TokioExecutor::new()).build_http(),
+            },
         })
     }
 
     /// Where it serves, e.g. `http://127.0.0.1:PORT`.
     pub fn base_url(&self) -> &str {
-        &self.base
+        &self.client.base
+    }
+
+    /// A client for tasks of the test's own.
+    pub fn client(&self) -> ChildClient {
+        self.client.clone()
     }
 
     /// Sends SIGKILL without waiting, e.g. while requests are in flight;
@@ -124,19 +198,24 @@ impl ChildHost {
         Ok(())
     }
 
-    /// Sends a request with the master key.
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: &str,
-    ) -> anyhow::Result<TestResponse> {
-        let request = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("x-functions-key", MASTER_KEY)
-            .body(Full::new(Bytes::from(body.to_owned())))?;
-        send(&self.client, request).await
+    /// Sends SIGTERM and waits for the process to exit; fails if it runs
+    /// past `deadline`. Returns its exit status and how long it took.
+    pub async fn terminate(
+        mut self,
+        deadline: Duration,
+    ) -> anyhow::Result<(std::process::ExitStatus, Duration)> {
+        let started = std::time::Instant::now();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed: {status}");
+        let child = &mut self.child;
+        let exit = eventually(deadline, "the child to exit after SIGTERM", || {
+            let exited = child.try_wait();
+            async move { Ok(exited?) }
+        })
+        .await?;
+        Ok((exit, started.elapsed()))
     }
 }
 

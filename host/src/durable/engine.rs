@@ -101,6 +101,8 @@ pub(crate) struct Shared {
     activity_slots: Arc<Semaphore>,
     /// Work items queued or running in this process.
     in_flight: Mutex<HashSet<i64>>,
+    /// Notified when `in_flight` empties while the engine stops.
+    drained: tokio::sync::Notify,
     /// Digests known to be in the components table.
     stored_digests: Mutex<HashSet<String>>,
     /// Versions that are no longer the current file of their app.
@@ -137,6 +139,7 @@ impl Shared {
             config,
             hot: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
+            drained: tokio::sync::Notify::new(),
             stored_digests: Mutex::new(HashSet::new()),
             versions: Mutex::new(HashMap::new()),
             finished: tokio::sync::watch::Sender::new(0),
@@ -161,9 +164,35 @@ impl Shared {
         })
     }
 
+    /// The first step of stopping: no session starts, no work item is
+    /// dispatched, and queued activities do not start; running ones finish.
+    pub(crate) fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Resolves once no activity is running (or queued to run).
+    pub(crate) async fn activities_finished(&self) {
+        loop {
+            let drained = self.drained.notified();
+            if lock(&self.in_flight).is_empty() {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    /// A work item is no longer running here.
+    fn leave_in_flight(&self, item: i64) {
+        let mut in_flight = lock(&self.in_flight);
+        in_flight.remove(&item);
+        if in_flight.is_empty() && self.stopping.load(Ordering::Relaxed) {
+            self.drained.notify_waiters();
+        }
+    }
+
     /// Stops every session (their mailboxes close) and activity.
     pub(crate) fn stop(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
+        self.begin_stop();
         self.timers.stop();
         lock(&self.hot).clear();
         self.activity_slots.close();
@@ -545,15 +574,24 @@ async fn run_activity(shared: Arc<Shared>, item: WorkItem) {
         Some(app) => Some(app.invocation_permit().await),
         None => None,
     };
-    let Ok(permit) = shared.activity_slots.clone().acquire_owned().await else {
-        return;
-    };
-    Box::pin(run_leased_activity(shared, item, (permit, app_permit))).await;
+    let permit = shared.activity_slots.clone().acquire_owned().await.ok();
+    match permit {
+        Some(permit) if !shared.stopping.load(Ordering::Relaxed) => {
+            Box::pin(run_leased_activity(shared, item, (permit, app_permit))).await;
+        }
+        // Stopping: it runs at the next start (its lease is taken back).
+        _ => shared.leave_in_flight(item.id),
+    }
 }
 
 async fn run_leased_activity<P>(shared: Arc<Shared>, item: WorkItem, permits: P) {
     let outcome = execute_activity(&shared, &item).await;
     drop(permits);
+    let Some(outcome) = outcome else {
+        // Abandoned by a stopping host: it runs at the next start.
+        shared.leave_in_flight(item.id);
+        return;
+    };
     match shared
         .storage
         .complete_work(&item, outcome, shared.lease_ms())
@@ -565,7 +603,7 @@ async fn run_leased_activity<P>(shared: Arc<Shared>, item: WorkItem, permits: P)
             "cannot record an activity's outcome (it runs again when its lease expires): {e}"
         ),
     }
-    lock(&shared.in_flight).remove(&item.id);
+    shared.leave_in_flight(item.id);
 }
 
 /// Pause before retrying work that found every sandbox slot busy.
@@ -577,8 +615,13 @@ pub(crate) const OVERLOAD_BACKOFF: Duration = Duration::from_millis(20);
 /// people are reused at once.
 pub(crate) const PRESSURE_MIN_IDLE: Duration = Duration::from_millis(200);
 
-async fn execute_activity(shared: &Shared, item: &WorkItem) -> TaskOutcome {
-    let code = shared.code_for(&item.app, &item.digest).await?;
+/// Runs an activity to its outcome; `None` if the host stopped while it
+/// waited for a sandbox slot.
+async fn execute_activity(shared: &Shared, item: &WorkItem) -> Option<TaskOutcome> {
+    let code = match shared.code_for(&item.app, &item.digest).await {
+        Ok(code) => code,
+        Err(e) => return Some(Err(e)),
+    };
     let config = shared
         .registry
         .snapshot()
@@ -606,11 +649,14 @@ async fn execute_activity(shared: &Shared, item: &WorkItem) -> TaskOutcome {
             .run_activity(&code, caller, info.clone(), &item.input)
             .await
         {
-            Ok(outcome) => return outcome,
-            Err(InvocationError::Overloaded) if !shared.stopping.load(Ordering::Relaxed) => {
+            Ok(outcome) => return Some(outcome),
+            Err(InvocationError::Overloaded) => {
+                if shared.stopping.load(Ordering::Relaxed) {
+                    return None;
+                }
                 tokio::time::sleep(OVERLOAD_BACKOFF).await;
             }
-            Err(e) => return Err(invocation_error(&e)),
+            Err(e) => return Some(Err(invocation_error(&e))),
         }
     }
 }

@@ -330,6 +330,16 @@ impl Engine {
         }
     }
 
+    /// Starts nothing new (sessions, activities) and waits, at most
+    /// `deadline`, for the activities already running to finish and
+    /// record their results. Returns whether they all did.
+    pub async fn drain(&self, deadline: Duration) -> bool {
+        self.shared.begin_stop();
+        tokio::time::timeout(deadline, self.shared.activities_finished())
+            .await
+            .is_ok()
+    }
+
     /// Stops running instances and activities; nothing more is written by
     /// them. Instances resume from their journals at the next start.
     pub fn stop(&self) {
