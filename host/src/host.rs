@@ -41,6 +41,9 @@ pub struct HostConfig {
     /// The durable engine; its slot caps are also bounded by the sandbox's
     /// (see [`HostConfig::engine_config`]).
     pub durable: EngineConfig,
+    /// The database may not grow past this; writes that would are refused
+    /// as a full disk is (HTTP 503). `None`: as large as the disk allows.
+    pub max_db_bytes: Option<u64>,
 }
 
 impl HostConfig {
@@ -55,6 +58,7 @@ impl HostConfig {
             outbound_ca_file: None,
             http: HttpLimits::default(),
             durable: EngineConfig::default(),
+            max_db_bytes: None,
         }
     }
 
@@ -140,9 +144,12 @@ impl Host {
             std::fs::canonicalize(&dir).map_err(io(format!("cannot resolve {}", dir.display())))?;
 
         let db_path = config.db_path.clone();
-        let storage = tokio::task::spawn_blocking(move || SqliteStorage::open(&db_path))
-            .await
-            .map_err(|e| StorageError::Database(e.to_string()))??;
+        let max_db_bytes = config.max_db_bytes;
+        let storage = tokio::task::spawn_blocking(move || {
+            SqliteStorage::open_with_limit(&db_path, max_db_bytes)
+        })
+        .await
+        .map_err(|e| StorageError::Database(e.to_string()))??;
         let storage = Arc::new(storage);
         let dyn_storage: Arc<dyn Storage> = storage.clone();
         let (keys, master_key_source, master_key) =

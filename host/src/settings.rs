@@ -99,6 +99,12 @@ pub struct ServeSettings {
     /// next start. [default: 10]
     #[arg(long, value_name = "SECS")]
     pub shutdown_timeout_secs: Option<u64>,
+
+    /// Largest size the database may grow to, in MiB. Past it, writes are
+    /// refused as on a full disk: new work gets 503 and the host keeps
+    /// serving; purging finished instances makes room. [default: no limit]
+    #[arg(long, value_name = "MIB")]
+    pub max_db_size_mib: Option<u64>,
 }
 
 /// Why the settings file was refused.
@@ -171,6 +177,7 @@ impl ServeSettings {
             max_body_bytes: self.max_body_bytes.or(under.max_body_bytes),
             outbound_ca_file: self.outbound_ca_file.or(under.outbound_ca_file),
             shutdown_timeout_secs: self.shutdown_timeout_secs.or(under.shutdown_timeout_secs),
+            max_db_size_mib: self.max_db_size_mib.or(under.max_db_size_mib),
         }
     }
 
@@ -205,6 +212,7 @@ impl ServeSettings {
             ..http
         };
         config.outbound_ca_file = self.outbound_ca_file;
+        config.max_db_bytes = self.max_db_size_mib.map(|mib| mib.saturating_mul(1 << 20));
         config
     }
 }

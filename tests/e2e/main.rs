@@ -5,6 +5,7 @@
 mod admin;
 mod app_limits;
 mod crash;
+mod disk_full;
 mod durable_api;
 mod entities;
 mod greet;

@@ -185,6 +185,11 @@ impl TestHost {
         Ok(())
     }
 
+    /// The configuration the next [`Self::restart`] starts with.
+    pub fn config_mut(&mut self) -> &mut HostConfig {
+        &mut self.config
+    }
+
     /// Stops the host and starts a new one over the same folder, database
     /// and cache.
     pub async fn restart(&mut self) -> anyhow::Result<()> {

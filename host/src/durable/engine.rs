@@ -25,7 +25,7 @@ use super::timers::TimerClock;
 use crate::model::{Digest, FunctionKind};
 use crate::registry::Registry;
 use crate::sandbox::{ActivityInfo, AppCode, Caller, GuestError, InvocationError};
-use crate::storage::DurableStorage;
+use crate::storage::{DurableStorage, StorageError};
 
 /// How the engine behaves; defaults suit one machine.
 #[derive(Debug, Clone)]
@@ -394,7 +394,7 @@ impl Shared {
         &self,
         digest: String,
         bytes: Arc<[u8]>,
-    ) -> Result<(), crate::storage::StorageError> {
+    ) -> Result<(), StorageError> {
         if lock(&self.stored_digests).contains(&digest) {
             return Ok(());
         }
@@ -440,6 +440,7 @@ async fn run_session(
         Err(e) => {
             tracing::error!(instance = %id, "cannot load the instance: {e}");
             leave(shared, id, &mut mailbox);
+            wake_later(shared, id);
             return None;
         }
     };
@@ -490,9 +491,15 @@ async fn run_session(
             tokio::time::sleep(OVERLOAD_BACKOFF).await;
             return Some(session.into_mailbox());
         }
-        Some(Fault::Storage(e)) => {
-            tracing::error!(instance = %id, "instance stopped on a storage error: {e}");
+        Some(Fault::Storage(StorageError::Closed)) => {
+            // The host is stopping; the instance resumes at the next start.
             lock(&shared.hot).remove(id);
+            return None;
+        }
+        Some(Fault::Storage(e)) => {
+            tracing::error!(instance = %id, "instance stopped on a storage error (retried in {STORAGE_RETRY:?}): {e}");
+            lock(&shared.hot).remove(id);
+            wake_later(shared, id);
             return None;
         }
         Some(fault) => {
@@ -510,11 +517,31 @@ async fn run_session(
                 Err(e) => failed(&invocation_error(&e)),
             };
             if let Err(e) = session.commit(Some(end)).await {
-                tracing::error!(instance = %id, "cannot record the instance's end: {e}");
+                tracing::error!(instance = %id, "cannot record the instance's end (retried in {STORAGE_RETRY:?}): {e}");
+                lock(&shared.hot).remove(id);
+                wake_later(shared, id);
+                return None;
             }
         }
     }
     Some(session.into_mailbox())
+}
+
+/// How long an instance whose write failed (a full disk, say) waits
+/// before it runs again from its journal.
+pub(crate) const STORAGE_RETRY: Duration = Duration::from_secs(1);
+
+/// Runs the instance again from its journal after [`STORAGE_RETRY`]: what
+/// it did since its last commit is lost with the failed write, and
+/// nothing else would wake it.
+fn wake_later(shared: &Arc<Shared>, id: &InstanceId) {
+    let (shared, id) = (Arc::downgrade(shared), id.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(STORAGE_RETRY).await;
+        if let Some(shared) = shared.upgrade() {
+            shared.deliver(&id, Signal::Wake);
+        }
+    });
 }
 
 /// Leaves `hot` if nothing is waiting; false if a signal came meanwhile.
@@ -592,16 +619,39 @@ async fn run_leased_activity<P>(shared: Arc<Shared>, item: WorkItem, permits: P)
         shared.leave_in_flight(item.id);
         return;
     };
-    match shared
-        .storage
-        .complete_work(&item, outcome, shared.lease_ms())
-        .await
-    {
-        Ok(effects) => shared.apply(effects),
-        Err(e) => tracing::error!(
-            item = item.id,
-            "cannot record an activity's outcome (it runs again when its lease expires): {e}"
-        ),
+    // A failed write (a full disk, say) is tried again while the lease
+    // lasts, so the activity need not run again once there is room.
+    let lease = Duration::from_millis(shared.lease_ms().max(0) as u64);
+    let give_up = std::time::Instant::now() + lease.saturating_sub(STORAGE_RETRY);
+    loop {
+        match shared
+            .storage
+            .complete_work(&item, outcome.clone(), shared.lease_ms())
+            .await
+        {
+            Ok(effects) => {
+                shared.apply(effects);
+                break;
+            }
+            Err(e)
+                if !matches!(e, StorageError::Closed)
+                    && !shared.stopping.load(Ordering::Relaxed)
+                    && std::time::Instant::now() < give_up =>
+            {
+                tracing::warn!(
+                    item = item.id,
+                    "cannot record an activity's outcome (retried in {STORAGE_RETRY:?}): {e}"
+                );
+                tokio::time::sleep(STORAGE_RETRY).await;
+            }
+            Err(e) => {
+                tracing::error!(
+                    item = item.id,
+                    "cannot record an activity's outcome (it runs again when its lease expires): {e}"
+                );
+                break;
+            }
+        }
     }
     shared.leave_in_flight(item.id);
 }

@@ -501,7 +501,7 @@ impl DurableStorage for SqliteStorage {
     }
 
     fn commit_episode(&self, episode: Episode) -> StorageFuture<'_, Effects> {
-        Box::pin(self.write(move |conn| commit(conn, episode)))
+        Box::pin(self.write(move |conn| commit(conn, episode.clone())))
     }
 
     fn complete_work(
@@ -511,9 +511,9 @@ impl DurableStorage for SqliteStorage {
         lease_ms: i64,
     ) -> StorageFuture<'_, Effects> {
         let item = item.clone();
-        Box::pin(
-            self.write(move |conn| tasks::finish_work(conn, &item, outcome, now_ms(), lease_ms)),
-        )
+        Box::pin(self.write(move |conn| {
+            tasks::finish_work(conn, &item, outcome.clone(), now_ms(), lease_ms)
+        }))
     }
 
     fn next_timer_due(&self) -> StorageFuture<'_, Option<i64>> {
@@ -546,7 +546,10 @@ impl DurableStorage for SqliteStorage {
             Ok(EventOutcome::Delivered(InboxMessage {
                 arrival: conn.last_insert_rowid(),
                 at_ms,
-                body: InboxBody::Event { name, data },
+                body: InboxBody::Event {
+                    name: name.clone(),
+                    data: data.clone(),
+                },
             }))
         }))
     }
@@ -665,7 +668,7 @@ impl DurableStorage for SqliteStorage {
     }
 
     fn commit_entity_batch(&self, commit: EntityCommit) -> StorageFuture<'_, Effects> {
-        Box::pin(self.write(move |conn| entities::commit_batch(conn, commit, now_ms())))
+        Box::pin(self.write(move |conn| entities::commit_batch(conn, commit.clone(), now_ms())))
     }
 
     fn entity(&self, id: &EntityId) -> StorageFuture<'_, Option<EntityRecord>> {

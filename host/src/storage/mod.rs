@@ -32,6 +32,18 @@ pub enum StorageError {
     /// constraint violation, ...).
     #[error("database error: {0}")]
     Database(String),
+    /// The disk, or the database's configured maximum size, is full
+    /// (`SQLITE_FULL`). Nothing was written; writes succeed again once
+    /// there is room.
+    #[error(
+        "the database is full ({0}); new work is refused until there is room: free disk space, raise --max-db-size-mib or purge finished instances"
+    )]
+    Full(String),
+    /// The database file or its directory cannot be written.
+    #[error(
+        "the database cannot be written ({0}); check the file's permissions and its file system"
+    )]
+    ReadOnly(String),
     /// The writer thread has stopped (the host is shutting down).
     #[error("the database writer has stopped")]
     Closed,
@@ -48,7 +60,11 @@ pub enum StorageError {
 
 impl From<rusqlite::Error> for StorageError {
     fn from(e: rusqlite::Error) -> Self {
-        Self::Database(e.to_string())
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => Self::Full(e.to_string()),
+            Some(rusqlite::ErrorCode::ReadOnly) => Self::ReadOnly(e.to_string()),
+            _ => Self::Database(e.to_string()),
+        }
     }
 }
 

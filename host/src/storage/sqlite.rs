@@ -45,11 +45,14 @@ const MAX_BATCH: usize = 1024;
 /// burst of reads grows both by hundreds.
 const MAX_READERS: usize = 32;
 
+/// The body of a write; it may run more than once (see [`run_batch`]).
+type JobRun = dyn FnMut(&Connection) -> Result<(), StorageError> + Send;
+
 /// A write: `run` executes inside its own savepoint and says whether it
-/// succeeded (to keep or roll back the savepoint); `finish` is called with
-/// the outcome of the batch's commit.
+/// succeeded (to keep or roll back the savepoint) or why not; `finish` is
+/// called with the outcome of the batch's commit.
 struct Job {
-    run: Box<dyn FnOnce(&Connection) -> bool + Send>,
+    run: Box<JobRun>,
     finish: Box<dyn FnOnce(Result<(), StorageError>) + Send>,
 }
 
@@ -140,6 +143,12 @@ fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
 impl SqliteStorage {
     /// Opens (creating and migrating if needed) the database. Blocking.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
+        Self::open_with_limit(path, None)
+    }
+
+    /// As [`Self::open`], with writes that would grow the database past
+    /// `max_bytes` refused as [`StorageError::Full`] (as a full disk is).
+    pub fn open_with_limit(path: &Path, max_bytes: Option<u64>) -> Result<Self, StorageError> {
         let owner = lock_owner(path)?;
         let mut conn = Connection::open(path)?;
         let mode: String =
@@ -152,6 +161,13 @@ impl SqliteStorage {
         }
         configure(&conn)?;
         migrate(&mut conn)?;
+        if let Some(max_bytes) = max_bytes {
+            let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+            let pages = (max_bytes / page_size.max(512) as u64).max(1);
+            // Set after the migrations, so a limit below the schema's size
+            // refuses new work rather than the start.
+            conn.pragma_update(None, "max_page_count", pages as i64)?;
+        }
         let (tx, rx) = mpsc::channel::<Job>();
         let handle = thread::Builder::new()
             .name("perdure-db-writer".into())
@@ -168,10 +184,13 @@ impl SqliteStorage {
     }
 
     /// Runs `f` in the next write batch; resolves once it has committed.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, StorageError>
+    /// `f` may run more than once (when another job of its batch made
+    /// SQLite roll the transaction back, the batch runs again without it),
+    /// so it must act through the connection only.
+    pub async fn write<T, F>(&self, mut f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let slot = Arc::new(Mutex::new(None));
@@ -179,11 +198,11 @@ impl SqliteStorage {
         let job = Job {
             run: Box::new(move |conn| {
                 let result = f(conn).map_err(StorageError::from);
-                let ok = result.is_ok();
+                let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
                 if let Ok(mut slot) = result_slot.lock() {
                     *slot = Some(result);
                 }
-                ok
+                outcome
             }),
             finish: Box::new(move |committed| {
                 let result = slot
@@ -275,50 +294,79 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let (finishers, committed) = run_batch(&mut conn, batch);
-        if let Err(e) = &committed {
-            tracing::error!(jobs = finishers.len(), "database write failed: {e}");
-        }
-        for finish in finishers {
-            finish(committed.clone());
+        for (finish, outcome) in run_batch(&mut conn, batch) {
+            finish(outcome);
         }
     }
 }
 
 type Finisher = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
 
-/// Runs a batch in one transaction; returns every job's finisher and the
-/// outcome they all share.
-fn run_batch(conn: &mut Connection, batch: Vec<Job>) -> (Vec<Finisher>, Result<(), StorageError>) {
-    let mut finishers: Vec<Finisher> = Vec::with_capacity(batch.len());
-    let tx = match conn.transaction() {
-        Ok(tx) => tx,
-        Err(e) => {
-            finishers.extend(batch.into_iter().map(|job| job.finish));
-            return (finishers, Err(e.into()));
+/// Times a batch runs again without the job that made SQLite roll its
+/// transaction back, before the rest fail too.
+const MAX_BATCH_RERUNS: usize = 3;
+
+/// Runs a batch in one transaction; returns every job's finisher with the
+/// outcome of its write.
+///
+/// A job that fails is rolled back alone (its savepoint). If SQLite rolls
+/// the whole transaction back instead, as it may on `SQLITE_FULL`, I/O
+/// errors or lack of memory, that job fails and the others run again in a
+/// new transaction: on a full disk, a purge queued behind a failed insert
+/// still frees its space.
+fn run_batch(conn: &mut Connection, batch: Vec<Job>) -> Vec<(Finisher, Result<(), StorageError>)> {
+    let mut done = Vec::with_capacity(batch.len());
+    let mut pending = batch;
+    let mut reruns = 0;
+    while !pending.is_empty() {
+        let failed = match conn.transaction() {
+            Err(e) => Err(StorageError::from(e)),
+            Ok(tx) => {
+                let rolled_back = pending
+                    .iter_mut()
+                    .enumerate()
+                    .find_map(|(i, job)| run_in_savepoint(&tx, &mut job.run).err().map(|e| (i, e)));
+                match rolled_back {
+                    Some(failure) => Ok(failure),
+                    None => {
+                        let committed = tx.commit().map_err(StorageError::from);
+                        if let Err(e) = &committed {
+                            tracing::error!(jobs = pending.len(), "database commit failed: {e}");
+                        }
+                        done.extend(pending.drain(..).map(|job| (job.finish, committed.clone())));
+                        break;
+                    }
+                }
+            }
+        };
+        match failed {
+            Ok((index, e)) if reruns < MAX_BATCH_RERUNS => {
+                tracing::error!(
+                    others = pending.len() - 1,
+                    "database write failed (the others run again): {e}"
+                );
+                reruns += 1;
+                done.push((pending.remove(index).finish, Err(e)));
+            }
+            Ok((_, e)) | Err(e) => {
+                tracing::error!(jobs = pending.len(), "database write failed: {e}");
+                done.extend(pending.drain(..).map(|job| (job.finish, Err(e.clone()))));
+            }
         }
-    };
-    let mut failure = None;
-    for job in batch {
-        if failure.is_none() {
-            failure = run_in_savepoint(&tx, job.run).err();
-        }
-        finishers.push(job.finish);
     }
-    let outcome = match failure {
-        Some(e) => Err(e),
-        None => tx.commit().map_err(StorageError::from),
-    };
-    (finishers, outcome)
+    done
 }
 
-fn run_in_savepoint(
-    conn: &Connection,
-    run: Box<dyn FnOnce(&Connection) -> bool + Send>,
-) -> Result<(), StorageError> {
+/// Runs one job in its own savepoint: a job that fails is rolled back
+/// alone. Errs if the job could not be isolated: SQLite rolled the whole
+/// transaction back (the job's own error), or a savepoint failed.
+fn run_in_savepoint(conn: &Connection, run: &mut JobRun) -> Result<(), StorageError> {
     // Cached statements: the writer runs these for every job.
     conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-    if !run(conn) {
+    if let Err(e) = run(conn) {
+        if conn.is_autocommit() {
+            return Err(e);
+        }
         conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
     }
     conn.prepare_cached("RELEASE job")?.execute([])?;
