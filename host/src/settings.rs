@@ -83,6 +83,12 @@ pub struct ServeSettings {
     #[arg(long, value_name = "N")]
     pub max_instances: Option<u32>,
 
+    /// Largest output one invocation may return, in MiB: an HTTP response
+    /// body, an activity's result, an orchestration's output or custom
+    /// status. Larger ones fail the invocation. [default: 16]
+    #[arg(long, value_name = "MIB")]
+    pub max_output_mib: Option<usize>,
+
     /// Largest request body accepted, in bytes; larger ones get 413.
     /// [default: 4194304]
     #[arg(long, value_name = "BYTES")]
@@ -174,6 +180,7 @@ impl ServeSettings {
             memory_limit_mib: self.memory_limit_mib.or(under.memory_limit_mib),
             timeout_secs: self.timeout_secs.or(under.timeout_secs),
             max_instances: self.max_instances.or(under.max_instances),
+            max_output_mib: self.max_output_mib.or(under.max_output_mib),
             max_body_bytes: self.max_body_bytes.or(under.max_body_bytes),
             outbound_ca_file: self.outbound_ca_file.or(under.outbound_ca_file),
             shutdown_timeout_secs: self.shutdown_timeout_secs.or(under.shutdown_timeout_secs),
@@ -202,6 +209,9 @@ impl ServeSettings {
                 .timeout_secs
                 .map_or(sandbox.timeout, Duration::from_secs),
             max_instances: self.max_instances.unwrap_or(sandbox.max_instances),
+            max_output_bytes: self
+                .max_output_mib
+                .map_or(sandbox.max_output_bytes, |mib| mib.saturating_mul(1 << 20)),
             ..sandbox
         };
         config.http = HttpLimits {

@@ -9,6 +9,7 @@ mod disk_full;
 mod durable_api;
 mod entities;
 mod greet;
+mod hostile_durable;
 mod hot_reload;
 mod orchestrations;
 mod outbound;

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use perdure_tests::{MASTER_KEY, TestHost, TestResponse, guests};
 
-async fn hostile_host() -> anyhow::Result<TestHost> {
+/// Greet and the hostile guest, with small limits (3 s, 32 MiB, 1 MiB of
+/// output) so that hostile calls end quickly.
+pub(crate) async fn hostile_host() -> anyhow::Result<TestHost> {
     TestHost::start_with(
         &[
             ("greet.wasm", guests::GREET),
@@ -14,12 +16,13 @@ async fn hostile_host() -> anyhow::Result<TestHost> {
         |c| {
             c.sandbox.timeout = Duration::from_secs(3);
             c.sandbox.memory_bytes = 32 << 20;
+            c.sandbox.max_output_bytes = 1 << 20;
         },
     )
     .await
 }
 
-async fn greet_still_answers(host: &TestHost) -> anyhow::Result<()> {
+pub(crate) async fn greet_still_answers(host: &TestHost) -> anyhow::Result<()> {
     let r = host
         .get(&format!("/api/greet?name=Ada&code={MASTER_KEY}"))
         .await?;
@@ -48,22 +51,44 @@ async fn a_trap_is_a_500_with_the_trap() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_runaway_loop_is_stopped_at_the_deadline_while_others_are_served() -> anyhow::Result<()> {
+async fn runaway_loops_in_wasm_or_in_host_calls_are_stopped_at_the_deadline_while_others_are_served()
+-> anyhow::Result<()> {
     let host = std::sync::Arc::new(hostile_host().await?);
-    let spinning = {
-        let host = host.clone();
-        tokio::spawn(async move { host.get("/api/hostile/spin").await })
-    };
+    let spinning: Vec<_> = ["/api/hostile/spin", "/api/hostile/host-call-spin"]
+        .into_iter()
+        .map(|path| {
+            let host = host.clone();
+            tokio::spawn(async move { host.get(path).await })
+        })
+        .collect();
     for _ in 0..5 {
         greet_still_answers(&host).await?;
     }
     assert!(
-        !spinning.is_finished(),
-        "the loop ended before the deadline"
+        spinning.iter().all(|s| !s.is_finished()),
+        "a loop ended before the deadline"
     );
-    let (status, code, message) = error_of(&spinning.await??);
-    assert_eq!((status, code.as_str()), (500, "timeout"), "{message}");
-    assert!(message.contains("3s"), "{message}");
+    for spin in spinning {
+        let (status, code, message) = error_of(&spin.await??);
+        assert_eq!((status, code.as_str()), (500, "timeout"), "{message}");
+        assert!(message.contains("3s"), "{message}");
+    }
+    greet_still_answers(&host).await
+}
+
+#[tokio::test]
+async fn an_enormous_output_is_refused_not_sent() -> anyhow::Result<()> {
+    let host = hostile_host().await?;
+    let (status, code, message) = error_of(&host.get("/api/hostile/huge?mib=2").await?);
+    assert_eq!(
+        (status, code.as_str()),
+        (500, "resource-exhausted"),
+        "{message}"
+    );
+    assert!(
+        message.contains("larger than the limit of 1048576 bytes"),
+        "{message}"
+    );
     greet_still_answers(&host).await
 }
 
@@ -90,7 +115,7 @@ async fn unbounded_recursion_is_a_stack_overflow() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn files_and_environment_are_not_there() -> anyhow::Result<()> {
+async fn files_environment_and_sockets_are_not_there() -> anyhow::Result<()> {
     let host = hostile_host().await?;
     let (status, code, message) = error_of(&host.get("/api/hostile/file").await?);
     assert_eq!(
@@ -106,6 +131,13 @@ async fn files_and_environment_are_not_there() -> anyhow::Result<()> {
         "{message}"
     );
     assert!(message.contains("environment has 0 variables"), "{message}");
+    let (status, code, message) = error_of(&host.get("/api/hostile/socket").await?);
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "permission-denied"),
+        "{message}"
+    );
+    assert!(message.contains("cannot open a socket"), "{message}");
     greet_still_answers(&host).await
 }
 

@@ -581,7 +581,9 @@ pub(crate) fn invocation_error(e: &InvocationError) -> GuestError {
     match e {
         InvocationError::Guest(error) => error.clone(),
         InvocationError::Timeout(_) => GuestError::new("timeout", e.to_string()),
-        InvocationError::MemoryExhausted(_) | InvocationError::Overloaded => {
+        InvocationError::MemoryExhausted(_)
+        | InvocationError::Overloaded
+        | InvocationError::OutputTooLarge { .. } => {
             GuestError::new("resource-exhausted", e.to_string())
         }
         InvocationError::Trapped(_) => GuestError::new("trapped", e.to_string()),

@@ -221,6 +221,15 @@ pub(super) fn invocation_error(function: &str, e: InvocationError) -> ApiError {
             )
             .with_details(details)
         }
+        InvocationError::OutputTooLarge { .. } => {
+            tracing::warn!(function, "{e}");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "resource-exhausted",
+                format!("function {function}: {e}"),
+            )
+            .with_details(details)
+        }
         InvocationError::Overloaded => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",

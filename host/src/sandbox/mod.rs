@@ -70,6 +70,11 @@ pub struct SandboxLimits {
     pub max_instances: u32,
     /// Bytes of stdout and stderr one invocation may write to the log.
     pub log_bytes: usize,
+    /// Largest output one invocation may return: an HTTP response body,
+    /// an activity's result, an orchestration's output or custom status.
+    /// Larger ones fail the invocation ([`InvocationError::OutputTooLarge`])
+    /// rather than reach the database or the client.
+    pub max_output_bytes: usize,
 }
 
 impl Default for SandboxLimits {
@@ -79,6 +84,7 @@ impl Default for SandboxLimits {
             timeout: Duration::from_secs(30),
             max_instances: 1000,
             log_bytes: 64 * 1024,
+            max_output_bytes: 16 << 20,
         }
     }
 }
@@ -106,6 +112,8 @@ pub enum InvocationError {
     MemoryExhausted(usize),
     #[error("no sandbox slot is free; try again later")]
     Overloaded,
+    #[error("the function's output of {size} bytes is larger than the limit of {limit} bytes")]
+    OutputTooLarge { size: usize, limit: usize },
     #[error("{}", .0.message)]
     Guest(GuestError),
 }
@@ -232,6 +240,20 @@ impl From<types::Error> for GuestError {
 pub struct InvocationLimits {
     pub memory_bytes: usize,
     pub timeout: Duration,
+    pub output_bytes: usize,
+}
+
+impl InvocationLimits {
+    /// Refuses an output of `size` bytes past the limit.
+    pub fn check_output(&self, size: usize) -> Result<(), InvocationError> {
+        if size > self.output_bytes {
+            return Err(InvocationError::OutputTooLarge {
+                size,
+                limit: self.output_bytes,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl SandboxLimits {
@@ -250,6 +272,7 @@ impl SandboxLimits {
         InvocationLimits {
             memory_bytes,
             timeout,
+            output_bytes: self.max_output_bytes,
         }
     }
 
@@ -570,7 +593,14 @@ impl Sandbox {
             })
             .await
             .0?;
-        result.map_err(|e| InvocationError::Guest(e.into()))
+        let response = result.map_err(|e| InvocationError::Guest(e.into()))?;
+        let headers: usize = response
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum();
+        code.limits.check_output(response.body.len() + headers)?;
+        Ok(response)
     }
 
     /// Runs an orchestrator from the start; its session answers the
@@ -606,7 +636,11 @@ impl Sandbox {
             Role::Orchestrator(session) => Some(*session),
             _ => None,
         };
-        (result.map(|r| r.map_err(GuestError::from)), session)
+        let result = result.and_then(|r| match r {
+            Ok(output) => code.limits.check_output(output.len()).map(|()| Ok(output)),
+            Err(e) => Ok(Err(GuestError::from(e))),
+        });
+        (result, session)
     }
 
     /// Runs an activity once.
@@ -629,7 +663,10 @@ impl Sandbox {
                 })
             })
             .await;
-        result.map(|r| r.map_err(GuestError::from))
+        match result? {
+            Ok(output) => code.limits.check_output(output.len()).map(|()| Ok(output)),
+            Err(e) => Ok(Err(GuestError::from(e))),
+        }
     }
 }
 

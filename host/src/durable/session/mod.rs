@@ -353,6 +353,13 @@ impl Session {
     }
 
     pub(crate) fn set_custom_status(&mut self, status: Option<String>) -> Result<(), Fault> {
+        let size = status.as_ref().map_or(0, String::len);
+        let limit = self.shared.registry().sandbox().limits().max_output_bytes;
+        if size > limit {
+            return Err(Fault::BadCall(format!(
+                "the custom status of {size} bytes is larger than the limit of {limit} bytes"
+            )));
+        }
         let call = Call::set_custom_status(status.as_deref());
         if self.replayed(&call)?.is_none() {
             self.record(call, None);

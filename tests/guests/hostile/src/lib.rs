@@ -1,6 +1,9 @@
 //! Functions that misbehave on purpose; the sandbox must stop each one with
-//! a clear error and keep serving everything else. All are anonymous so the
-//! tests exercise the sandbox, not the keys.
+//! a clear error and keep serving everything else. The HTTP ones are
+//! anonymous so the tests exercise the sandbox, not the keys; the durable
+//! ones (a never-yielding orchestrator, an activity with an enormous
+//! result, an entity that fails every operation) run through the
+//! management API.
 
 use perdure_sdk::prelude::*;
 
@@ -73,6 +76,64 @@ fn framing(_req: HttpRequest) -> Result<HttpResponse> {
         .header("x-kept", "yes"))
 }
 
+fn host_call_spin(_req: HttpRequest) -> Result<HttpResponse> {
+    // Every iteration is a host call (the wall clock); the wasm between
+    // them is tiny.
+    let mut n: u128 = 0;
+    loop {
+        n = n.wrapping_add(std::hint::black_box(std::time::SystemTime::now())
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()));
+    }
+}
+
+/// `?mib=N` (default 20) MiB of body.
+fn huge(req: HttpRequest) -> Result<HttpResponse> {
+    let mib: usize = req.query("mib").and_then(|m| m.parse().ok()).unwrap_or(20);
+    Ok(HttpResponse::text(200, "x".repeat(mib << 20)))
+}
+
+fn socket(_req: HttpRequest) -> Result<HttpResponse> {
+    match std::net::TcpStream::connect("127.0.0.1:7071") {
+        Ok(_) => Ok(HttpResponse::text(200, "connected")),
+        Err(e) => Err(Error::new(
+            ErrorCode::PermissionDenied,
+            format!("cannot open a socket: {e}"),
+        )),
+    }
+}
+
+fn never_yields(_ctx: &OrchestrationContext, _input: Value) -> Result<Value> {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+fn huge_result(mib: usize) -> Result<String> {
+    Ok("x".repeat(mib << 20))
+}
+
+fn calls_huge_result(ctx: &OrchestrationContext, mib: usize) -> Result<String> {
+    ctx.call_activity::<String>("HugeResult", &mib).map(|s| s.len().to_string())
+}
+
+/// Fails every operation, leaving its state alone.
+#[derive(Default, Serialize, Deserialize)]
+struct Grumpy(u64);
+
+impl Grumpy {
+    fn anything(&mut self, _input: Value) -> Result<()> {
+        Err(Error::application("this entity refuses every operation"))
+    }
+}
+
+impl Entity for Grumpy {
+    fn operations() -> Operations<Self> {
+        Operations::new().op("poke", Grumpy::anything)
+    }
+}
+
 fn switching(_req: HttpRequest) -> Result<HttpResponse> {
     Ok(HttpResponse::new(101).header("upgrade", "websocket"))
 }
@@ -91,4 +152,13 @@ perdure_sdk::export_app! {
         .route("hostile/switching")
         .auth(AuthLevel::Anonymous),
     Function::http("Chatty", chatty).route("hostile/chatty").auth(AuthLevel::Anonymous),
+    Function::http("HostCallSpin", host_call_spin)
+        .route("hostile/host-call-spin")
+        .auth(AuthLevel::Anonymous),
+    Function::http("Huge", huge).route("hostile/huge").auth(AuthLevel::Anonymous),
+    Function::http("Socket", socket).route("hostile/socket").auth(AuthLevel::Anonymous),
+    Function::orchestrator("NeverYields", never_yields),
+    Function::activity("HugeResult", huge_result),
+    Function::orchestrator("CallsHugeResult", calls_huge_result),
+    Function::entity::<Grumpy>("Grumpy"),
 }
