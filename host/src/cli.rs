@@ -50,6 +50,7 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
+    crate::failpoint::arm();
     let settings = tokio::task::spawn_blocking(move || settings.with_file())
         .await
         .context("cannot read the settings")??;

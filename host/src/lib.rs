@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod durable;
+pub mod failpoint;
 pub mod host;
 mod http;
 pub mod keys;

@@ -5,6 +5,7 @@
 mod admin;
 mod app_limits;
 mod crash;
+mod crash_points;
 mod disk_full;
 mod durable_api;
 mod entities;

@@ -124,11 +124,23 @@ impl ChildHost {
         args: &[OsString],
         log: &LogLines,
     ) -> anyhow::Result<Self> {
+        Self::start_with_env(binary, args, &[], log).await
+    }
+
+    /// As [`Self::start_with_args`], with `env` added to the child's
+    /// environment. Fails at once if the child exits before it is ready.
+    pub async fn start_with_env(
+        binary: &str,
+        args: &[OsString],
+        env: &[(&str, &str)],
+        log: &LogLines,
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(binary)
             .arg("serve")
             .args(args)
             .env("PERDURE_MASTER_KEY", MASTER_KEY)
             .env("PERDURE_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -137,31 +149,50 @@ impl ChildHost {
         let stderr = child.stderr.take().context("no stderr pipe")?;
         let first_line = log.lock().map(|l| l.len()).unwrap_or(0);
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(mut lines) = sink.lock() {
                     lines.push(line);
                 }
             }
         });
-        let base = eventually(Duration::from_secs(60), "the child to report ready", || {
-            let log = log.clone();
-            async move {
+        let ready = |log: &LogLines| {
+            let lines = log
+                .lock()
+                .map(|l| l[first_line..].to_vec())
+                .unwrap_or_default();
+            lines.iter().find_map(|line| {
+                let (_, rest) = line.split_once("functions at ")?;
+                let (base, _) = rest.split_once("/api/")?;
+                Some(base.to_owned())
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let base = loop {
+            if let Some(base) = ready(log) {
+                break base;
+            }
+            if let Some(status) = child.try_wait()? {
+                // Everything it wrote is in the log once its pipe closes.
+                let _ = reader.join();
                 let lines = log
                     .lock()
                     .map(|l| l[first_line..].to_vec())
                     .unwrap_or_default();
-                if let Some(failure) = lines.iter().find(|l| l.contains("could not start")) {
-                    bail!("the child failed: {failure}");
-                }
-                Ok(lines.iter().find_map(|line| {
-                    let (_, rest) = line.split_once("functions at ")?;
-                    let (base, _) = rest.split_once("/api/")?;
-                    Some(base.to_owned())
-                }))
+                let last = lines
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .rev()
+                    .cloned()
+                    .collect::<Vec<_>>();
+                bail!("the child exited ({status}) before it was ready: {last:?}");
             }
-        })
-        .await?;
+            if std::time::Instant::now() > deadline {
+                bail!("the child did not report ready within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         Ok(Self {
             child,
             client: ChildClient {
@@ -189,6 +220,11 @@ impl ChildHost {
             .status()?;
         anyhow::ensure!(status.success(), "kill failed: {status}");
         Ok(())
+    }
+
+    /// The exit status if the process has exited; does not wait.
+    pub fn exited(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
     }
 
     /// Kills the process without warning (SIGKILL) and reaps it.

@@ -329,7 +329,9 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) -> Vec<(Finisher, Result<()
                 match rolled_back {
                     Some(failure) => Ok(failure),
                     None => {
+                        crate::failpoint::hit(crate::failpoint::Point::BeforeCommit);
                         let committed = tx.commit().map_err(StorageError::from);
+                        crate::failpoint::hit(crate::failpoint::Point::AfterCommit);
                         if let Err(e) = &committed {
                             tracing::error!(jobs = pending.len(), "database commit failed: {e}");
                         }
