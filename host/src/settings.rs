@@ -89,6 +89,11 @@ pub struct ServeSettings {
     #[arg(long, value_name = "MIB")]
     pub max_output_mib: Option<usize>,
 
+    /// HTTP connections served at once; past this, a new connection gets
+    /// one 503 with Retry-After and is closed. [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
     /// Largest request body accepted, in bytes; larger ones get 413.
     /// [default: 4194304]
     #[arg(long, value_name = "BYTES")]
@@ -181,6 +186,7 @@ impl ServeSettings {
             timeout_secs: self.timeout_secs.or(under.timeout_secs),
             max_instances: self.max_instances.or(under.max_instances),
             max_output_mib: self.max_output_mib.or(under.max_output_mib),
+            max_connections: self.max_connections.or(under.max_connections),
             max_body_bytes: self.max_body_bytes.or(under.max_body_bytes),
             outbound_ca_file: self.outbound_ca_file.or(under.outbound_ca_file),
             shutdown_timeout_secs: self.shutdown_timeout_secs.or(under.shutdown_timeout_secs),
@@ -216,6 +222,7 @@ impl ServeSettings {
         };
         config.http = HttpLimits {
             max_body_bytes: self.max_body_bytes.unwrap_or(http.max_body_bytes),
+            max_connections: self.max_connections.unwrap_or(http.max_connections),
             shutdown_grace: self
                 .shutdown_timeout_secs
                 .map_or(http.shutdown_grace, Duration::from_secs),

@@ -20,18 +20,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt as _, Empty, Full};
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use perdure::SandboxLimits;
 use perdure::model::{Digest, FunctionKind};
 use perdure::sandbox::bindings::types::HttpRequest;
 use perdure::sandbox::{AppCode, Caller, CodeCache, OutboundClient, Sandbox};
+use perdure_tests::load::{self, Load, LoadReport, Summary, ms};
 use perdure_tests::{MASTER_KEY, TestHost, guests};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// In-process calls before measuring.
 const WARMUP_CALLS: usize = 2_000;
@@ -93,50 +93,8 @@ fn main() -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------
 // Statistics
 
-struct Summary {
-    count: usize,
-    mean: Duration,
-    p50: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
-impl Summary {
-    fn of(mut samples: Vec<Duration>) -> Self {
-        samples.sort_unstable();
-        let count = samples.len();
-        let total: Duration = samples.iter().sum();
-        let mean = if count == 0 {
-            Duration::ZERO
-        } else {
-            total / u32::try_from(count).unwrap_or(u32::MAX)
-        };
-        Self {
-            count,
-            mean,
-            p50: percentile(&samples, 50.0),
-            p99: percentile(&samples, 99.0),
-            max: samples.last().copied().unwrap_or_default(),
-        }
-    }
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let n = sorted.len();
-    let rank = ((p / 100.0) * n as f64).ceil() as usize;
-    sorted[rank.clamp(1, n) - 1]
-}
-
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 // ---------------------------------------------------------------------------
@@ -324,147 +282,18 @@ async fn start_native() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-#[derive(Default)]
-struct LoadResult {
-    latencies: Vec<Duration>,
-    errors: BTreeMap<String, u64>,
-    connections: u64,
-}
-
-impl LoadResult {
-    fn error(&mut self, what: String) {
-        *self.errors.entry(what).or_default() += 1;
-    }
-}
-
-async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(sender)
-}
-
-async fn send(
-    sender: &mut SendRequest<Empty<Bytes>>,
-    request: Request<Empty<Bytes>>,
-) -> Result<(StatusCode, Bytes), hyper::Error> {
-    sender.ready().await?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, body))
-}
-
-/// One connection issuing requests back to back until `end`; records the
-/// requests that start after `measure_from` and finish before `end`.
-async fn connection_worker(addr: SocketAddr, measure_from: Instant, end: Instant) -> LoadResult {
-    let mut result = LoadResult::default();
-    let host = addr.to_string();
-    'connect: while Instant::now() < end {
-        let mut sender = match connect(addr).await {
-            Ok(sender) => sender,
-            Err(e) => {
-                result.error(format!("connect: {e}"));
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        result.connections += 1;
-        loop {
-            let request = Request::builder()
-                .method(Method::GET)
-                .uri(GREET_PATH)
-                .header(header::HOST, &host)
-                .header("x-functions-key", MASTER_KEY)
-                .body(Empty::new())
-                .expect("a static request is valid");
-            let started = Instant::now();
-            if started >= end {
-                break 'connect;
-            }
-            let outcome = send(&mut sender, request).await;
-            let finished = Instant::now();
-            let measured = started >= measure_from && finished <= end;
-            match outcome {
-                Ok((status, body)) => {
-                    if !measured {
-                        continue;
-                    }
-                    if status != StatusCode::OK {
-                        result.error(format!("HTTP {status}"));
-                    } else if body != EXPECTED_BODY.as_bytes() {
-                        result.error(format!(
-                            "unexpected body {:?}",
-                            String::from_utf8_lossy(&body)
-                        ));
-                    } else {
-                        result.latencies.push(finished - started);
-                    }
-                }
-                Err(e) => {
-                    result.error(format!("request: {e}"));
-                    continue 'connect;
-                }
-            }
-        }
-    }
-    result
-}
-
-struct LoadReport {
-    rps: f64,
-    summary: Summary,
-    errors: BTreeMap<String, u64>,
-    connections: u64,
-}
-
+/// One round of load against `addr`, as the end-to-end figures are taken.
 async fn generate_load(addr: SocketAddr) -> anyhow::Result<LoadReport> {
-    let measure_from = Instant::now() + LOAD_WARMUP;
-    let end = measure_from + LOAD_DURATION;
-    let workers: Vec<_> = (0..CONNECTIONS)
-        .map(|_| tokio::spawn(connection_worker(addr, measure_from, end)))
-        .collect();
-    let mut latencies = Vec::new();
-    let mut errors = BTreeMap::new();
-    let mut connections = 0;
-    for worker in workers {
-        let result = worker.await?;
-        latencies.extend(result.latencies);
-        for (what, n) in result.errors {
-            *errors.entry(what).or_default() += n;
-        }
-        connections += result.connections;
-    }
-    let summary = Summary::of(latencies);
-    Ok(LoadReport {
-        rps: summary.count as f64 / LOAD_DURATION.as_secs_f64(),
-        summary,
-        errors,
-        connections,
+    load::run(&Load {
+        addr,
+        path: GREET_PATH.to_owned(),
+        key: Some(MASTER_KEY.to_owned()),
+        expected_body: Some(EXPECTED_BODY.to_owned()),
+        connections: CONNECTIONS,
+        warmup: LOAD_WARMUP,
+        duration: LOAD_DURATION,
     })
-}
-
-fn print_load(label: &str, report: &LoadReport) {
-    println!(
-        "{label:<8} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  mean {:>7.3} ms  max {:>8.3} ms  ({} ok responses, {} connections opened)",
-        report.rps,
-        ms(report.summary.p50),
-        ms(report.summary.p99),
-        ms(report.summary.mean),
-        ms(report.summary.max),
-        report.summary.count,
-        report.connections
-    );
-    if report.errors.is_empty() {
-        println!("{:<8} errors: none", "");
-    } else {
-        for (what, n) in &report.errors {
-            println!("{:<8} error x{n}: {what}", "");
-        }
-    }
+    .await
 }
 
 async fn end_to_end() -> anyhow::Result<()> {
@@ -508,8 +337,8 @@ async fn end_to_end() -> anyhow::Result<()> {
         let perdure = generate_load(perdure_addr).await?;
         let native_report = generate_load(native).await?;
         println!("round {round}:");
-        print_load("perdure", &perdure);
-        print_load("native", &native_report);
+        perdure.print("perdure");
+        native_report.print("native");
         let ratio = if native_report.rps > 0.0 {
             perdure.rps / native_report.rps
         } else {

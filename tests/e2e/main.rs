@@ -14,6 +14,7 @@ mod hostile_durable;
 mod hot_reload;
 mod orchestrations;
 mod outbound;
+mod overload;
 mod patterns;
 mod restart;
 mod sandbox;

@@ -16,6 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use perdure::{Host, HostConfig};
 
 pub mod child;
+pub mod load;
 
 /// Paths of the built components, one constant per guest crate.
 pub mod service;

@@ -44,6 +44,9 @@ pub struct HttpLimits {
     pub body_timeout: Duration,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Connections served at once; one past this gets a 503 with
+    /// `Retry-After` and is closed, so connection state stays bounded.
+    pub max_connections: usize,
 }
 
 impl Default for HttpLimits {
@@ -53,6 +56,7 @@ impl Default for HttpLimits {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            max_connections: 10_000,
         }
     }
 }
@@ -78,6 +82,11 @@ pub(crate) async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(ctx.limits.header_timeout);
+    let mut refusing = builder.clone();
+    refusing.keep_alive(false);
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        ctx.limits.max_connections.max(1),
+    ));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -92,6 +101,12 @@ pub(crate) async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    // Over the limit: one answer, then the connection closes.
+                    let conn = refusing.serve_connection(TokioIo::new(stream), service_fn(refuse));
+                    tokio::spawn(graceful.watch(conn));
+                    continue;
+                };
                 let ctx = ctx.clone();
                 let service = service_fn(move |req| {
                     let ctx = ctx.clone();
@@ -103,6 +118,7 @@ pub(crate) async fn serve(
                     if let Err(e) = conn.await {
                         tracing::debug!("connection ended: {e}");
                     }
+                    drop(slot);
                 });
             }
             _ = shutdown.changed() => break,
@@ -116,6 +132,20 @@ pub(crate) async fn serve(
     {
         tracing::warn!("connections still open after {grace:?}; closing them");
     }
+}
+
+/// The answer on a connection past [`HttpLimits::max_connections`].
+async fn refuse(_req: Request<Incoming>) -> Result<HttpResponse, Infallible> {
+    Ok(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "the host is serving as many connections as it allows; retry shortly",
+    )
+    .with_header(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    )
+    .into_response())
 }
 
 async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
