@@ -103,6 +103,23 @@ pub enum StartError {
 /// Shortest master key accepted: a short key can be guessed.
 pub const MIN_MASTER_KEY_LEN: usize = 12;
 
+/// Connections the kernel queues for `accept` (tokio's default is 1,024):
+/// a burst of clients connecting at once past the queue is dropped by the
+/// kernel before the server can answer, let alone shed, them. The kernel
+/// caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 8192;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     let what = what.into();
     move |source| StartError::Io { what, source }
@@ -193,9 +210,8 @@ impl Host {
         // Apps are loaded: instances left by the previous run can resume.
         engine.recover().await?;
 
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(io(format!("cannot listen on {}", config.listen)))?;
+        let listener =
+            listen(config.listen).map_err(io(format!("cannot listen on {}", config.listen)))?;
         let addr = listener
             .local_addr()
             .map_err(io("cannot read the listening address"))?;

@@ -201,25 +201,41 @@ async fn connection(load: Load, measure_from: Instant, end: Instant) -> Worker {
                 let response = sender.send_request(request).await?;
                 let status = response.status();
                 let retry_after = response.headers().contains_key(header::RETRY_AFTER);
+                let closing = response
+                    .headers()
+                    .get(header::CONNECTION)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
                 let body = response.into_body().collect().await?.to_bytes();
-                Ok::<_, hyper::Error>((status, retry_after, body))
+                Ok::<_, hyper::Error>((status, retry_after, closing, body))
             }
             .await;
             let finished = Instant::now();
             let measured = started >= measure_from && finished <= end;
             match outcome {
+                // A connection the server closes (e.g. after refusing it)
+                // is opened again, measured or not.
+                Ok((_, _, true, _)) if !measured => continue 'connect,
                 Ok(_) if !measured => {}
-                Ok((StatusCode::OK, _, body)) => match &load.expected_body {
+                Ok((StatusCode::OK, _, _, body)) => match &load.expected_body {
                     Some(expected) if body != expected.as_bytes() => worker.error(format!(
                         "unexpected body {:?}",
                         String::from_utf8_lossy(&body)
                     )),
                     _ => worker.latencies.push(finished - started),
                 },
-                Ok((StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE, true, _)) => {
+                Ok((
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE,
+                    true,
+                    closing,
+                    _,
+                )) => {
                     worker.shed += 1;
+                    // A refused connection is closed after its answer.
+                    if closing {
+                        continue 'connect;
+                    }
                 }
-                Ok((status, _, _)) => worker.error(format!("HTTP {status}")),
+                Ok((status, _, _, _)) => worker.error(format!("HTTP {status}")),
                 Err(e) => {
                     if measured || Instant::now() >= measure_from {
                         worker.error(format!("request: {e}"));

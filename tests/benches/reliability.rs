@@ -1,0 +1,277 @@
+//! Reliability benchmark: the figures behind the overload and
+//! hostile-guest promises.
+//!
+//! 1. Overload: the real binary (`perdure-child`, a child process) with 64
+//!    sandbox slots and `--max-connections 500` under 1,000 concurrent
+//!    keep-alive connections calling greet for 60 s. Every request must be answered (served, or shed with
+//!    429/503 and `Retry-After`); the child's RSS is sampled every 250 ms
+//!    and its peak (`VmHWM`) read at the end.
+//! 2. Hostile neighbours: greet's latency over 16 connections alone, then
+//!    while hostile guests run next to it without pause (wasm loops,
+//!    host-call loops, memory hogs, log floods, enormous outputs, a
+//!    never-yielding orchestrator).
+//!
+//! Run with `cargo bench -p perdure-tests --bench reliability [-- overload|hostile]`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use perdure_tests::child::{ChildHost, LogLines};
+use perdure_tests::load::{self, Load, ms};
+use perdure_tests::{MASTER_KEY, TestHost, guests};
+
+const CHILD: &str = env!("CARGO_BIN_EXE_perdure-child");
+const GREET_PATH: &str = "/api/greet?name=x";
+const EXPECTED_BODY: &str = "Hello, x. This HTTP triggered function executed successfully.";
+
+const OVERLOAD_CONNECTIONS: usize = 1_000;
+const OVERLOAD_DURATION: Duration = Duration::from_secs(60);
+const OVERLOAD_SLOTS: &str = "64";
+/// Half the load's connections: the rest are shed (503, closed) and
+/// reconnect at once.
+const OVERLOAD_MAX_CONNECTIONS: &str = "500";
+
+const NEIGHBOUR_CONNECTIONS: usize = 16;
+const NEIGHBOUR_DURATION: Duration = Duration::from_secs(10);
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    println!("Perdure reliability benchmark");
+    println!("=============================");
+    println!(
+        "machine: {} CPUs available; release build",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    if wanted("overload") {
+        runtime.block_on(overload())?;
+    }
+    if wanted("hostile") {
+        runtime.block_on(hostile_neighbours())?;
+    }
+    Ok(())
+}
+
+/// `VmRSS` and `VmHWM` of process `pid`, in MiB.
+fn rss_of(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<f64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        let kib: f64 = line
+            .split_whitespace()
+            .nth(1)
+            .context("no value")?
+            .parse()?;
+        Ok(kib / 1024.0)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+async fn overload() -> anyhow::Result<()> {
+    println!();
+    println!(
+        "1. Overload: {OVERLOAD_CONNECTIONS} connections for {} s against {OVERLOAD_SLOTS} sandbox slots and --max-connections {OVERLOAD_MAX_CONNECTIONS}",
+        OVERLOAD_DURATION.as_secs()
+    );
+    println!("----------------------------------------------------------------------------");
+    let dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(dir.path().join("functions"))?;
+    std::fs::copy(guests::GREET, dir.path().join("functions/greet.wasm"))?;
+    let mut args = ChildHost::args_for(dir.path());
+    // The harness's default of 200 slots, lowered: more connections than
+    // slots is the point.
+    let slots = args
+        .iter()
+        .position(|a| a == "--max-instances")
+        .map(|i| i + 1);
+    if let Some(i) = slots {
+        args[i] = OVERLOAD_SLOTS.into();
+    }
+    args.extend(["--max-connections".into(), OVERLOAD_MAX_CONNECTIONS.into()]);
+    let log = LogLines::default();
+    let host = ChildHost::start_with_args(CHILD, &args, &log).await?;
+    let pid = host.pid();
+    let (rss_start, _) = rss_of(pid)?;
+    let addr = host
+        .base_url()
+        .trim_start_matches("http://")
+        .parse()
+        .context("child address")?;
+
+    let sampling = Arc::new(AtomicBool::new(true));
+    let peak_sampled = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (sampling, peak) = (sampling.clone(), peak_sampled.clone());
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while sampling.load(Ordering::Relaxed) {
+                if let Ok((rss, _)) = rss_of(pid) {
+                    samples.push(rss);
+                    peak.fetch_max(rss as u64, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            samples
+        })
+    };
+    let started = Instant::now();
+    let report = load::run(&Load {
+        addr,
+        path: GREET_PATH.to_owned(),
+        key: Some(MASTER_KEY.to_owned()),
+        expected_body: Some(EXPECTED_BODY.to_owned()),
+        connections: OVERLOAD_CONNECTIONS,
+        warmup: Duration::from_secs(2),
+        duration: OVERLOAD_DURATION,
+    })
+    .await?;
+    sampling.store(false, Ordering::Relaxed);
+    let samples = sampler.await?;
+    let (rss_end, hwm) = rss_of(pid)?;
+    let alive = host.send(http::Method::GET, "/admin/health", "").await?;
+    report.print("perdure");
+    let quarter = samples.len() / 4;
+    let first_quarter = samples[..quarter.max(1).min(samples.len())]
+        .iter()
+        .copied()
+        .fold(0.0, f64::max);
+    let last_quarter = samples[samples.len().saturating_sub(quarter.max(1))..]
+        .iter()
+        .copied()
+        .fold(0.0, f64::max);
+    println!(
+        "answered {} requests ({} served, {} shed with Retry-After), {} errors, in {:.0} s",
+        report.answered(),
+        report.summary.count,
+        report.shed,
+        report.errors.values().sum::<u64>(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "child RSS: {rss_start:.1} MiB at start, peak {hwm:.1} MiB (VmHWM), max of the first quarter of samples {first_quarter:.1} MiB, of the last quarter {last_quarter:.1} MiB, {rss_end:.1} MiB at the end ({} samples)",
+        samples.len()
+    );
+    println!(
+        "after the load: /admin/health -> {}; every request answered -> {}; RSS bounded (last quarter within 10% of the first) -> {}",
+        alive.status,
+        if report.errors.is_empty() {
+            "yes"
+        } else {
+            "NO"
+        },
+        if last_quarter <= first_quarter * 1.1 {
+            "yes"
+        } else {
+            "NO"
+        }
+    );
+    host.kill()?;
+    Ok(())
+}
+
+/// Loops `path` on the host until `stop`; counts the calls.
+fn hammer(
+    host: &Arc<TestHost>,
+    path: &'static str,
+    stop: &Arc<AtomicBool>,
+    calls: &Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    let (host, stop, calls) = (host.clone(), stop.clone(), calls.clone());
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            let _ = host.get(path).await;
+            calls.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+}
+
+async fn hostile_neighbours() -> anyhow::Result<()> {
+    println!();
+    println!(
+        "2. Greet's latency alone and next to hostile guests ({NEIGHBOUR_CONNECTIONS} connections, {} s each)",
+        NEIGHBOUR_DURATION.as_secs()
+    );
+    println!(
+        "--------------------------------------------------------------------------------------"
+    );
+    let host = Arc::new(
+        TestHost::start_with(
+            &[
+                ("greet.wasm", guests::GREET),
+                ("hostile.wasm", guests::HOSTILE),
+            ],
+            |c| {
+                c.sandbox.max_instances = 256;
+                c.sandbox.timeout = Duration::from_secs(1);
+                c.sandbox.memory_bytes = 64 << 20;
+                c.sandbox.max_output_bytes = 1 << 20;
+            },
+        )
+        .await?,
+    );
+    let addr = host
+        .url("")
+        .trim_start_matches("http://")
+        .parse()
+        .context("host address")?;
+    let greet = Load {
+        addr,
+        path: GREET_PATH.to_owned(),
+        key: Some(MASTER_KEY.to_owned()),
+        expected_body: Some(EXPECTED_BODY.to_owned()),
+        connections: NEIGHBOUR_CONNECTIONS,
+        warmup: Duration::from_secs(1),
+        duration: NEIGHBOUR_DURATION,
+    };
+    let alone = load::run(&greet).await?;
+    alone.print("alone");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let paths = [
+        "/api/hostile/spin",
+        "/api/hostile/host-call-spin",
+        "/api/hostile/hog",
+        "/api/hostile/chatty",
+        "/api/hostile/huge?mib=4",
+        "/api/hostile/stack",
+        "/api/hostile/trap",
+    ];
+    let hostiles: Vec<_> = paths
+        .iter()
+        .map(|p| hammer(&host, p, &stop, &calls))
+        .collect();
+    let mut never_yielding = 0;
+    for _ in 0..4 {
+        if host.start_instance("NeverYields", "null").await.is_ok() {
+            never_yielding += 1;
+        }
+    }
+    let beside = load::run(&greet).await?;
+    stop.store(true, Ordering::Relaxed);
+    for task in hostiles {
+        task.await?;
+    }
+    beside.print("hostile");
+    println!(
+        "hostile calls made meanwhile: {} (one loop per kind: {}), plus {never_yielding} never-yielding orchestrations",
+        calls.load(Ordering::Relaxed),
+        paths.join(", ")
+    );
+    println!(
+        "greet p99: {:.3} ms alone, {:.3} ms next to hostile guests; p50 {:.3} -> {:.3} ms",
+        ms(alone.summary.p99),
+        ms(beside.summary.p99),
+        ms(alone.summary.p50),
+        ms(beside.summary.p50)
+    );
+    Ok(())
+}
