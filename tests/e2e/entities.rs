@@ -277,7 +277,7 @@ async fn bad_entity_requests_are_refused_clearly() -> anyhow::Result<()> {
         ("Counter/k?op=add", "{not json", 400, "not valid JSON"),
         ("Counter/bad%01key?op=add", "1", 400, "entity key"),
         ("Bad%20Name/k?op=add", "1", 400, "entity name"),
-        ("Counter/k/extra?op=add", "1", 404, "no durable route"),
+        ("Counter/k/extra?op=add", "1", 404, "no route"),
     ];
     for (path, body, status, message) in cases {
         let r = host

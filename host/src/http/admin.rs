@@ -38,19 +38,6 @@ pub(super) async fn handle(
         }
         (Method::POST, ["instances", id, "upgrade"]) => upgrade_one(ctx, id).await,
         (Method::POST, ["orchestrators", name, "upgrade"]) => upgrade_all(ctx, name).await,
-        (
-            _,
-            ["health"]
-            | ["functions"]
-            | ["keys"]
-            | ["keys", _]
-            | ["instances", _, "upgrade"]
-            | ["orchestrators", _, "upgrade"],
-        ) => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method-not-allowed",
-            format!("{path} does not accept {}", req.method()),
-        )),
         _ => Err(ApiError::not_found(format!("no admin route {path}"))),
     }
 }

@@ -7,6 +7,7 @@
 //! through a size limit; slow clients are cut off by a header timeout.
 
 mod admin;
+mod api_routes;
 mod durable;
 mod durable_views;
 mod entities;
@@ -155,6 +156,10 @@ async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
     let result = if let Some(rest) = path.strip_prefix("/api/") {
         let rest = rest.to_owned();
         triggers::handle(&ctx, req, &rest).await
+    } else if let Err(refused) = api_route(&method, &path) {
+        Err(refused)
+    } else if path == "/openapi.json" {
+        Ok(openapi())
     } else if let Some(rest) = path
         .strip_prefix(crate::durable::BASE_PATH)
         .and_then(|rest| rest.strip_prefix('/'))
@@ -175,6 +180,54 @@ async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
         status = response.status().as_u16(),
         ms = started.elapsed().as_secs_f64() * 1000.0,
         "request"
+    );
+    response
+}
+
+/// Refuses a request outside `/api/` that no route of the host's API
+/// takes (see `api_routes.rs`).
+fn api_route(method: &http::Method, path: &str) -> Result<(), ApiError> {
+    match api_routes::lookup(method.as_str(), path) {
+        api_routes::Lookup::Found => Ok(()),
+        api_routes::Lookup::NotFound => Err(ApiError::not_found(format!(
+            "no route {path}; user functions live under /api/, the host's API is described at /openapi.json"
+        ))),
+        api_routes::Lookup::MethodNotAllowed(allowed) => {
+            Err(method_not_allowed(path, method.as_str(), &allowed))
+        }
+    }
+}
+
+/// 405 for `path`, with the methods it takes in `Allow`.
+pub(crate) fn method_not_allowed(
+    path: &str,
+    method: &str,
+    allowed: &[impl AsRef<str>],
+) -> ApiError {
+    let allow = allowed
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut error = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("{path} does not accept {method}; it accepts {allow}"),
+    );
+    if let Ok(value) = http::HeaderValue::from_str(&allow) {
+        error = error.with_header(http::header::ALLOW, value);
+    }
+    error
+}
+
+/// The OpenAPI document of the host's API; public (it describes no app).
+fn openapi() -> HttpResponse {
+    let mut response = hyper::Response::new(http_body_util::Full::new(Bytes::from_static(
+        api_routes::OPENAPI.as_bytes(),
+    )));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
     );
     response
 }

@@ -34,16 +34,11 @@ pub(super) async fn handle(
             )));
         }
         RouteMatch::MethodNotAllowed { allowed } => {
-            let allow = allowed.join(", ");
-            let mut error = ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                format!("/api/{rest} does not accept {method}; it accepts {allow}"),
-            );
-            if let Ok(value) = HeaderValue::from_str(&allow) {
-                error = error.with_header(header::ALLOW, value);
-            }
-            return Err(error);
+            return Err(super::method_not_allowed(
+                &format!("/api/{rest}"),
+                &method,
+                &allowed,
+            ));
         }
     };
     let level = function
