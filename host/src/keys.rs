@@ -46,6 +46,8 @@ pub struct KeyInfo {
 pub enum KeyError {
     #[error("key name must be 1-64 letters, digits, '_', '-' or '.'")]
     BadName,
+    #[error("a key's function must be a function name: 1-128 letters, digits, '_', '-' or '.'")]
+    BadFunction,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -185,6 +187,12 @@ impl Keys {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
         if !name_ok {
             return Err(KeyError::BadName);
+        }
+        if function
+            .as_deref()
+            .is_some_and(|f| !crate::model::is_plain_name(f))
+        {
+            return Err(KeyError::BadFunction);
         }
         let secret = random_secret()?;
         let id = random_secret()?[..16].to_owned();

@@ -70,9 +70,38 @@ async fn bad_key_requests_are_400() -> anyhow::Result<()> {
         .send_with_master_key(Method::POST, "/admin/keys", r#"{"name":"has space"}"#)
         .await?;
     assert_eq!(bad_name.status, 400);
+    // Found by the API fuzzer: a key for the function "" was created.
+    let bad_function = host
+        .send_with_master_key(Method::POST, "/admin/keys", r#"{"name":"f","function":""}"#)
+        .await?;
+    assert_eq!(bad_function.status, 400, "{}", bad_function.text());
+    assert!(bad_function.error_message().contains("function name"));
     let unknown = host
         .send_with_master_key(Method::DELETE, "/admin/keys/nope", "")
         .await?;
     assert_eq!(unknown.status, 404);
+    Ok(())
+}
+
+/// Found by the API fuzzer: admin path segments were not percent-decoded
+/// (so an id read differently than on the durable routes) and any text
+/// passed for an orchestrator name.
+#[tokio::test]
+async fn admin_path_segments_are_decoded_and_checked() -> anyhow::Result<()> {
+    let host = TestHost::start().await?;
+    let r = host
+        .send_with_master_key(Method::POST, "/admin/orchestrators/%C2%84/upgrade", "")
+        .await?;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.error_message().contains("not an orchestrator name"),
+        "{}",
+        r.text()
+    );
+    let r = host
+        .send_with_master_key(Method::POST, "/admin/instances/a%23b/upgrade", "")
+        .await?;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error_message().contains("\"a#b\""), "{}", r.text());
     Ok(())
 }

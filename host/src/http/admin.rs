@@ -22,7 +22,9 @@ pub(super) async fn handle(
 ) -> Result<HttpResponse, ApiError> {
     require_master(ctx, &req)?;
     let path = req.uri().path().trim_end_matches('/').to_owned();
-    let segments: Vec<&str> = path.split('/').skip(2).collect();
+    // Decoded as the durable routes' are, so an id reads the same in both.
+    let segments = super::path_segments(path.split('/').skip(2));
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().clone();
     match (method, segments.as_slice()) {
         (Method::GET, ["health"]) => Ok(health(ctx)),
@@ -146,7 +148,9 @@ async fn create_key(ctx: &HttpContext, req: Request<Incoming>) -> Result<HttpRes
             StatusCode::CREATED,
             &CreatedKey { info, key },
         )),
-        Err(KeyError::BadName) => Err(ApiError::bad_request(KeyError::BadName.to_string())),
+        Err(e @ (KeyError::BadName | KeyError::BadFunction)) => {
+            Err(ApiError::bad_request(e.to_string()))
+        }
         Err(KeyError::Storage(e)) => Err(e.into()),
     }
 }
@@ -201,6 +205,11 @@ async fn upgrade_one(ctx: &HttpContext, id: &str) -> Result<HttpResponse, ApiErr
 /// `POST /admin/orchestrators/{name}/upgrade`: every unfinished instance
 /// of the orchestrator, one by one; each is upgraded or refused on its own.
 async fn upgrade_all(ctx: &HttpContext, name: &str) -> Result<HttpResponse, ApiError> {
+    if !crate::model::is_plain_name(name) {
+        return Err(ApiError::bad_request(format!(
+            "{name:?} is not an orchestrator name: 1-128 letters, digits, '_', '-' or '.'"
+        )));
+    }
     let ids = ctx.engine.unfinished_of(name).await?;
     let mut upgraded = Vec::new();
     let mut unchanged = Vec::new();

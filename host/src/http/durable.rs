@@ -42,15 +42,7 @@ pub(super) async fn handle(
     req: Request<Incoming>,
     rest: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let segments: Vec<String> = rest
-        .trim_matches('/')
-        .split('/')
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .collect();
+    let segments = super::path_segments(rest.trim_matches('/').split('/'));
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().clone();
     match (&method, segments.as_slice()) {

@@ -232,6 +232,16 @@ fn openapi() -> HttpResponse {
     response
 }
 
+/// Percent-decoded path segments (`%2F` in an id stays inside it).
+pub(crate) fn path_segments<'a>(raw: impl Iterator<Item = &'a str>) -> Vec<String> {
+    raw.map(|s| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    })
+    .collect()
+}
+
 /// The key a request presents: the `x-functions-key` header, or the `code`
 /// query parameter. An empty key is no key.
 pub(crate) fn presented_key(headers: &HeaderMap, query: &[(String, String)]) -> Option<String> {
