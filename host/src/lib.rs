@@ -10,6 +10,8 @@ mod http;
 pub mod keys;
 pub mod memory;
 pub mod model;
+#[cfg(test)]
+mod properties;
 pub mod registry;
 pub mod route;
 pub mod sandbox;

@@ -12,6 +12,8 @@ mod durable;
 mod durable_views;
 mod entities;
 mod error;
+#[cfg(test)]
+mod properties;
 mod triggers;
 
 use std::convert::Infallible;
