@@ -19,6 +19,7 @@ mod overload;
 mod patterns;
 mod restart;
 mod sandbox;
+mod secrets;
 mod settings;
 mod shutdown;
 mod timers;
