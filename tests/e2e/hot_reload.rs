@@ -131,3 +131,35 @@ async fn a_clashing_app_is_refused_naming_both_files() -> anyhow::Result<()> {
     assert_eq!(host.get(&greet_path()).await?.text(), V1);
     Ok(())
 }
+
+/// A file in the watched folder that links outside it, or that is not a
+/// regular file, is refused with its reason; a link that stays inside is
+/// followed.
+#[tokio::test]
+async fn links_out_of_the_folder_and_non_files_are_refused() -> anyhow::Result<()> {
+    let host = TestHost::start().await?;
+    let outside = tempfile::tempdir()?;
+    let target = outside.path().join("greet.wasm");
+    std::fs::copy(guests::GREET, &target)?;
+    std::os::unix::fs::symlink(&target, host.functions_dir().join("escape.wasm"))?;
+    let message = wait_for_error(&host, "escape").await?;
+    assert!(
+        message.contains("links outside the functions folder"),
+        "{message}"
+    );
+
+    std::fs::create_dir(host.functions_dir().join("folder.wasm"))?;
+    let message = wait_for_error(&host, "folder").await?;
+    assert!(message.contains("not a regular file"), "{message}");
+
+    let inside = host.temp_dir().join("functions/real/greet.wasm");
+    std::fs::create_dir_all(inside.parent().unwrap_or(host.functions_dir()))?;
+    std::fs::copy(guests::GREET, &inside)?;
+    std::os::unix::fs::symlink(&inside, host.functions_dir().join("greet.wasm"))?;
+    wait_for_answer(
+        &host,
+        "Hello, Ada. This HTTP triggered function executed successfully.",
+    )
+    .await?;
+    Ok(())
+}
