@@ -72,3 +72,36 @@ async fn connections_past_the_limit_get_503_and_the_rest_are_served() -> anyhow:
     .await?;
     Ok(())
 }
+
+/// Slow clients cannot hold a connection: one that never finishes its
+/// headers is closed at `header_timeout`, one that never finishes its
+/// body gets 408 at `body_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off() -> anyhow::Result<()> {
+    let host = TestHost::start_with(&[("greet.wasm", guests::GREET)], |c| {
+        c.http.header_timeout = Duration::from_millis(300);
+        c.http.body_timeout = Duration::from_millis(300);
+    })
+    .await?;
+    let addr = host.url("").trim_start_matches("http://").to_owned();
+
+    let mut silent = TcpStream::connect(&addr).await?;
+    silent
+        .write_all(b"GET /api/greet HTTP/1.1\r\nHost: te")
+        .await?;
+    let mut rest = Vec::new();
+    // Closed by the server (a deadline far past the timeout, not a wait).
+    tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut rest)).await??;
+
+    let mut trickle = TcpStream::connect(&addr).await?;
+    let request = format!(
+        "POST /api/greet HTTP/1.1\r\nHost: test\r\nx-functions-key: {MASTER_KEY}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"na"
+    );
+    trickle.write_all(request.as_bytes()).await?;
+    let mut buffer = vec![0u8; 16 << 10];
+    let n = tokio::time::timeout(Duration::from_secs(10), trickle.read(&mut buffer)).await??;
+    let answer = String::from_utf8_lossy(&buffer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request-timeout"), "{answer}");
+    Ok(())
+}
