@@ -17,6 +17,7 @@ mod orchestrations;
 mod outbound;
 mod overload;
 mod patterns;
+mod read_only;
 mod restart;
 mod sandbox;
 mod secrets;

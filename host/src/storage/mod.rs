@@ -44,6 +44,12 @@ pub enum StorageError {
         "the database cannot be written ({0}); check the file's permissions and its file system"
     )]
     ReadOnly(String),
+    /// Reading or writing the database file failed (`SQLITE_IOERR`): a
+    /// failing disk, or a file made unwritable under the host.
+    #[error(
+        "the database file could not be read or written ({0}); check the disk, its file system and the file's permissions"
+    )]
+    Io(String),
     /// The writer thread has stopped (the host is shutting down).
     #[error("the database writer has stopped")]
     Closed,
@@ -63,6 +69,7 @@ impl From<rusqlite::Error> for StorageError {
         match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DiskFull) => Self::Full(e.to_string()),
             Some(rusqlite::ErrorCode::ReadOnly) => Self::ReadOnly(e.to_string()),
+            Some(rusqlite::ErrorCode::SystemIoFailure) => Self::Io(e.to_string()),
             _ => Self::Database(e.to_string()),
         }
     }
