@@ -481,3 +481,54 @@ async fn waiting_for_completion_answers_200_with_the_output() -> anyhow::Result<
     assert_eq!(r.status, 400);
     Ok(())
 }
+
+/// Text that would change a statement if it were pasted into SQL is only
+/// ever a bound value: it filters nothing, deletes nothing, and is stored
+/// as given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_in_request_text_is_only_ever_a_value() -> anyhow::Result<()> {
+    let host = probe_host().await?;
+    for id in ["alpha-1", "alpha-2"] {
+        let r = host
+            .start_orchestration("SleepyChain", Some(id), STALLED)
+            .await?;
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    let list = |prefix: &'static str| {
+        let host = &host;
+        async move {
+            let path = format!(
+                "{DURABLE}/instances?instanceIdPrefix={}",
+                percent_encoding::utf8_percent_encode(prefix, percent_encoding::NON_ALPHANUMERIC)
+            );
+            let r = send(host, Method::GET, &path, "").await?;
+            anyhow::ensure!(r.status == 200, "{}", r.text());
+            Ok::<_, anyhow::Error>(r.json()?.as_array().map_or(0, Vec::len))
+        }
+    };
+    assert_eq!(list("x' OR '1'='1").await?, 0);
+    assert_eq!(list("%").await?, 0, "a LIKE wildcard is a plain character");
+    assert_eq!(list("alpha").await?, 2);
+
+    let event = "x'); DELETE FROM instances; --";
+    let path = format!(
+        "{DURABLE}/instances/alpha-1/raiseEvent/{}",
+        percent_encoding::utf8_percent_encode(event, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let r = send(&host, Method::POST, &path, "1").await?;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(list("alpha").await?, 2);
+    let status = send(
+        &host,
+        Method::GET,
+        &format!("{DURABLE}/instances/alpha-1?showHistory=true"),
+        "",
+    )
+    .await?;
+    assert!(
+        status.text().contains("DELETE FROM instances"),
+        "{}",
+        status.text()
+    );
+    Ok(())
+}
