@@ -28,8 +28,8 @@ mod armed {
     }
 
     static PLAN: OnceLock<Option<Plan>> = OnceLock::new();
-    static BEFORE: AtomicU64 = AtomicU64::new(0);
-    static AFTER: AtomicU64 = AtomicU64::new(0);
+    /// Passes of the one point the plan arms.
+    static PASSES: AtomicU64 = AtomicU64::new(0);
 
     fn plan() -> &'static Option<Plan> {
         PLAN.get_or_init(|| {
@@ -63,11 +63,7 @@ mod armed {
         if *armed != point {
             return;
         }
-        let counter = match point {
-            Point::BeforeCommit => &BEFORE,
-            Point::AfterCommit => &AFTER,
-        };
-        if counter.fetch_add(1, Ordering::SeqCst) + 1 == *n {
+        if PASSES.fetch_add(1, Ordering::SeqCst) + 1 == *n {
             eprintln!("failpoint {point:?}:{n}: aborting");
             std::process::abort();
         }

@@ -16,8 +16,7 @@ use crate::sandbox::GuestError;
 fn answer() -> impl Strategy<Value = Answer> {
     let outcome = prop_oneof![
         any::<String>().prop_map(Ok),
-        (any::<String>(), any::<String>())
-            .prop_map(|(_, message)| Err(GuestError::new("application", message))),
+        any::<String>().prop_map(|message| Err(GuestError::new("application", message))),
     ];
     (outcome, proptest::option::of(any::<i64>()))
         .prop_map(|(outcome, event)| Answer { outcome, event })

@@ -498,9 +498,7 @@ async fn run_session(
         }
         Some(Fault::Storage(e)) => {
             tracing::error!(instance = %id, "instance stopped on a storage error (retried in {STORAGE_RETRY:?}): {e}");
-            lock(&shared.hot).remove(id);
-            wake_later(shared, id);
-            return None;
+            return retry_later(shared, id);
         }
         Some(fault) => {
             let error = fault_error(&fault);
@@ -518,9 +516,7 @@ async fn run_session(
             };
             if let Err(e) = session.commit(Some(end)).await {
                 tracing::error!(instance = %id, "cannot record the instance's end (retried in {STORAGE_RETRY:?}): {e}");
-                lock(&shared.hot).remove(id);
-                wake_later(shared, id);
-                return None;
+                return retry_later(shared, id);
             }
         }
     }
@@ -530,6 +526,14 @@ async fn run_session(
 /// How long an instance whose write failed (a full disk, say) waits
 /// before it runs again from its journal.
 pub(crate) const STORAGE_RETRY: Duration = Duration::from_secs(1);
+
+/// The end of a session whose write failed: it leaves memory and runs
+/// again from its journal after [`STORAGE_RETRY`].
+fn retry_later(shared: &Arc<Shared>, id: &InstanceId) -> Option<mpsc::UnboundedReceiver<Signal>> {
+    lock(&shared.hot).remove(id);
+    wake_later(shared, id);
+    None
+}
 
 /// Runs the instance again from its journal after [`STORAGE_RETRY`]: what
 /// it did since its last commit is lost with the failed write, and

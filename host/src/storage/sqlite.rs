@@ -319,30 +319,29 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) -> Vec<(Finisher, Result<()
     let mut pending = batch;
     let mut reruns = 0;
     while !pending.is_empty() {
-        let failed = match conn.transaction() {
-            Err(e) => Err(StorageError::from(e)),
+        // Which job failed the batch (none: the transaction itself), and why.
+        let (failed_job, e) = match conn.transaction() {
+            Err(e) => (None, StorageError::from(e)),
             Ok(tx) => {
-                let rolled_back = pending
+                let failure = pending
                     .iter_mut()
                     .enumerate()
                     .find_map(|(i, job)| run_in_savepoint(&tx, &mut job.run).err().map(|e| (i, e)));
-                match rolled_back {
-                    Some(failure) => Ok(failure),
-                    None => {
-                        crate::failpoint::hit(crate::failpoint::Point::BeforeCommit);
-                        let committed = tx.commit().map_err(StorageError::from);
-                        crate::failpoint::hit(crate::failpoint::Point::AfterCommit);
-                        if let Err(e) = &committed {
-                            tracing::error!(jobs = pending.len(), "database commit failed: {e}");
-                        }
-                        done.extend(pending.drain(..).map(|job| (job.finish, committed.clone())));
-                        break;
+                let Some((index, e)) = failure else {
+                    crate::failpoint::hit(crate::failpoint::Point::BeforeCommit);
+                    let committed = tx.commit().map_err(StorageError::from);
+                    crate::failpoint::hit(crate::failpoint::Point::AfterCommit);
+                    if let Err(e) = &committed {
+                        tracing::error!(jobs = pending.len(), "database commit failed: {e}");
                     }
-                }
+                    done.extend(pending.drain(..).map(|job| (job.finish, committed.clone())));
+                    break;
+                };
+                (Some(index), e)
             }
         };
-        match failed {
-            Ok((index, e)) if reruns < MAX_BATCH_RERUNS => {
+        match failed_job {
+            Some(index) if reruns < MAX_BATCH_RERUNS => {
                 tracing::error!(
                     others = pending.len() - 1,
                     "database write failed (the others run again): {e}"
@@ -350,7 +349,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) -> Vec<(Finisher, Result<()
                 reruns += 1;
                 done.push((pending.remove(index).finish, Err(e)));
             }
-            Ok((_, e)) | Err(e) => {
+            _ => {
                 tracing::error!(jobs = pending.len(), "database write failed: {e}");
                 done.extend(pending.drain(..).map(|job| (job.finish, Err(e.clone()))));
             }
