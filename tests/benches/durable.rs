@@ -91,8 +91,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn run() -> anyhow::Result<()> {
     // `cargo bench --bench durable -- memory` (or `throughput`, `replay`)
     // runs one part; no argument runs them all.
-    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let wanted = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    let wanted = perdure_tests::bench_parts();
     // First, so that no earlier phase's memory counts.
     if wanted("memory") {
         waiting_memory().await?;

@@ -29,8 +29,8 @@ use perdure::SandboxLimits;
 use perdure::model::{Digest, FunctionKind};
 use perdure::sandbox::bindings::types::HttpRequest;
 use perdure::sandbox::{AppCode, Caller, CodeCache, OutboundClient, Sandbox};
-use perdure_tests::load::{self, Load, LoadReport, Summary, ms};
-use perdure_tests::{MASTER_KEY, TestHost, guests};
+use perdure_tests::load::{self, GREET_ANSWER, GREET_PATH, Load, LoadReport, Summary, ms};
+use perdure_tests::{TestHost, guests};
 use tokio::net::TcpListener;
 
 /// In-process calls before measuring.
@@ -48,9 +48,6 @@ const LOAD_ROUNDS: usize = 3;
 const DEPLOY_ROUNDS: usize = 5;
 const POLL_INTERVAL: Duration = Duration::from_millis(1);
 const POLL_DEADLINE: Duration = Duration::from_secs(120);
-
-const GREET_PATH: &str = "/api/greet?name=x";
-const EXPECTED_BODY: &str = "Hello, x. This HTTP triggered function executed successfully.";
 
 fn main() -> anyhow::Result<()> {
     let started = Instant::now();
@@ -70,8 +67,7 @@ fn main() -> anyhow::Result<()> {
 
     // `cargo bench --bench foundation -- in-process` (or `end-to-end`,
     // `deploy`) runs one part; no argument runs them all.
-    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let wanted = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    let wanted = perdure_tests::bench_parts();
     if wanted("in-process") {
         runtime.block_on(in_process())?;
     }
@@ -182,7 +178,7 @@ async fn in_process() -> anyhow::Result<()> {
         .handle_http(&code, greet_caller(), greet_request())
         .await?;
     let body = String::from_utf8_lossy(&response.body);
-    if response.status != 200 || body != EXPECTED_BODY {
+    if response.status != 200 || body != GREET_ANSWER {
         bail!("unexpected greet answer: {} {body:?}", response.status);
     }
     println!("answer: {} {body:?}", response.status);
@@ -284,16 +280,7 @@ async fn start_native() -> anyhow::Result<SocketAddr> {
 
 /// One round of load against `addr`, as the end-to-end figures are taken.
 async fn generate_load(addr: SocketAddr) -> anyhow::Result<LoadReport> {
-    load::run(&Load {
-        addr,
-        path: GREET_PATH.to_owned(),
-        key: Some(MASTER_KEY.to_owned()),
-        expected_body: Some(EXPECTED_BODY.to_owned()),
-        connections: CONNECTIONS,
-        warmup: LOAD_WARMUP,
-        duration: LOAD_DURATION,
-    })
-    .await
+    load::run(&Load::greet(addr, CONNECTIONS, LOAD_WARMUP, LOAD_DURATION)).await
 }
 
 async fn end_to_end() -> anyhow::Result<()> {
@@ -301,7 +288,7 @@ async fn end_to_end() -> anyhow::Result<()> {
     println!("--------------------------------------------------------------------");
     let host = TestHost::start_with(&[("greet.wasm", guests::GREET)], |_| {}).await?;
     let check = host.get_admin(GREET_PATH).await?;
-    if check.status != 200 || check.text() != EXPECTED_BODY {
+    if check.status != 200 || check.text() != GREET_ANSWER {
         bail!(
             "unexpected host answer: {} {:?}",
             check.status,
@@ -327,11 +314,7 @@ async fn end_to_end() -> anyhow::Result<()> {
         "NOTE: the load generator runs in the same process and on the same tokio runtime as the server under test \
          (they share the CPUs), so these are lower bounds on server capacity."
     );
-    let perdure_addr: SocketAddr = host
-        .url("")
-        .trim_start_matches("http://")
-        .parse()
-        .context("host address")?;
+    let perdure_addr = host.addr();
     let mut ratios = Vec::with_capacity(LOAD_ROUNDS);
     for round in 1..=LOAD_ROUNDS {
         let perdure = generate_load(perdure_addr).await?;
@@ -382,7 +365,7 @@ async fn poll_until(host: &TestHost, want: u16, started: Instant) -> anyhow::Res
         polls += 1;
         match host.get_admin(GREET_PATH).await {
             Ok(response) if response.status == want => {
-                if want == 200 && response.text() != EXPECTED_BODY {
+                if want == 200 && response.text() != GREET_ANSWER {
                     bail!("unexpected body {:?}", response.text());
                 }
                 return Ok(Poll {

@@ -20,11 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use perdure_tests::child::{ChildHost, LogLines};
 use perdure_tests::load::{self, Load, ms};
-use perdure_tests::{MASTER_KEY, TestHost, guests};
+use perdure_tests::{TestHost, guests};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_perdure-child");
-const GREET_PATH: &str = "/api/greet?name=x";
-const EXPECTED_BODY: &str = "Hello, x. This HTTP triggered function executed successfully.";
 
 const OVERLOAD_CONNECTIONS: usize = 1_000;
 const OVERLOAD_DURATION: Duration = Duration::from_secs(60);
@@ -46,8 +44,7 @@ fn main() -> anyhow::Result<()> {
         "machine: {} CPUs available; release build",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let wanted = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    let wanted = perdure_tests::bench_parts();
     if wanted("overload") {
         runtime.block_on(overload())?;
     }
@@ -100,11 +97,7 @@ async fn overload() -> anyhow::Result<()> {
     let host = ChildHost::start_with_args(CHILD, &args, &log).await?;
     let pid = host.pid();
     let (rss_start, _) = rss_of(pid)?;
-    let addr = host
-        .base_url()
-        .trim_start_matches("http://")
-        .parse()
-        .context("child address")?;
+    let addr = host.addr()?;
 
     let sampling = Arc::new(AtomicBool::new(true));
     let peak_sampled = Arc::new(AtomicU64::new(0));
@@ -123,15 +116,12 @@ async fn overload() -> anyhow::Result<()> {
         })
     };
     let started = Instant::now();
-    let report = load::run(&Load {
+    let report = load::run(&Load::greet(
         addr,
-        path: GREET_PATH.to_owned(),
-        key: Some(MASTER_KEY.to_owned()),
-        expected_body: Some(EXPECTED_BODY.to_owned()),
-        connections: OVERLOAD_CONNECTIONS,
-        warmup: Duration::from_secs(2),
-        duration: OVERLOAD_DURATION,
-    })
+        OVERLOAD_CONNECTIONS,
+        Duration::from_secs(2),
+        OVERLOAD_DURATION,
+    ))
     .await?;
     sampling.store(false, Ordering::Relaxed);
     let samples = sampler.await?;
@@ -217,20 +207,12 @@ async fn hostile_neighbours() -> anyhow::Result<()> {
         )
         .await?,
     );
-    let addr = host
-        .url("")
-        .trim_start_matches("http://")
-        .parse()
-        .context("host address")?;
-    let greet = Load {
-        addr,
-        path: GREET_PATH.to_owned(),
-        key: Some(MASTER_KEY.to_owned()),
-        expected_body: Some(EXPECTED_BODY.to_owned()),
-        connections: NEIGHBOUR_CONNECTIONS,
-        warmup: Duration::from_secs(1),
-        duration: NEIGHBOUR_DURATION,
-    };
+    let greet = Load::greet(
+        host.addr(),
+        NEIGHBOUR_CONNECTIONS,
+        Duration::from_secs(1),
+        NEIGHBOUR_DURATION,
+    );
     let alone = load::run(&greet).await?;
     alone.print("alone");
 

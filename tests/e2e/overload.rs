@@ -28,7 +28,7 @@ async fn connections_past_the_limit_get_503_and_the_rest_are_served() -> anyhow:
         c.http.max_connections = LIMIT;
     })
     .await?;
-    let addr = host.url("").trim_start_matches("http://").to_owned();
+    let addr = host.addr().to_string();
     let mut open = Vec::new();
     for _ in 0..LIMIT {
         let mut stream = TcpStream::connect(&addr).await?;
@@ -83,7 +83,7 @@ async fn slow_clients_are_cut_off() -> anyhow::Result<()> {
         c.http.body_timeout = Duration::from_millis(300);
     })
     .await?;
-    let addr = host.url("").trim_start_matches("http://").to_owned();
+    let addr = host.addr().to_string();
 
     let mut silent = TcpStream::connect(&addr).await?;
     silent

@@ -207,6 +207,11 @@ impl ChildHost {
         &self.client.base
     }
 
+    /// The address it serves on.
+    pub fn addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+        Ok(self.client.base.trim_start_matches("http://").parse()?)
+    }
+
     /// A client for tasks of the test's own.
     pub fn client(&self) -> ChildClient {
         self.client.clone()

@@ -141,7 +141,12 @@ impl TestHost {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.host().local_addr())
+        format!("http://{}{path}", self.addr())
+    }
+
+    /// The address it serves on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.host().local_addr()
     }
 
     /// Puts a component into the folder the way a careful deployer does:
@@ -322,6 +327,13 @@ pub fn rss_mib() -> anyhow::Result<f64> {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0.0);
     Ok(pages * 4096.0 / (1024.0 * 1024.0))
+}
+
+/// Which parts of a benchmark to run: `cargo bench --bench NAME -- PART`
+/// runs PART alone, no argument runs them all.
+pub fn bench_parts() -> impl Fn(&str) -> bool {
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    move |part| only.as_deref().is_none_or(|o| o == part)
 }
 
 /// The durable management API's base path.

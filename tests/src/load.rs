@@ -73,6 +73,32 @@ pub struct Load {
     pub duration: Duration,
 }
 
+/// The greet example's request, as the benchmarks send it (with the
+/// master key), and the answer it must get.
+pub const GREET_PATH: &str = "/api/greet?name=x";
+pub const GREET_ANSWER: &str = "Hello, x. This HTTP triggered function executed successfully.";
+
+impl Load {
+    /// `GET` [`GREET_PATH`] with the test master key, expecting
+    /// [`GREET_ANSWER`].
+    pub fn greet(
+        addr: SocketAddr,
+        connections: usize,
+        warmup: Duration,
+        duration: Duration,
+    ) -> Self {
+        Self {
+            addr,
+            path: GREET_PATH.to_owned(),
+            key: Some(crate::MASTER_KEY.to_owned()),
+            expected_body: Some(GREET_ANSWER.to_owned()),
+            connections,
+            warmup,
+            duration,
+        }
+    }
+}
+
 /// What the measured part of a load saw.
 #[derive(Debug, Default)]
 pub struct LoadReport {
