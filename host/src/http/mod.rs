@@ -168,12 +168,11 @@ async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
     {
         let rest = rest.to_owned();
         durable::handle(&ctx, req, &rest).await
-    } else if path == "/admin" || path.starts_with("/admin/") {
+    } else if path.starts_with("/admin/") {
         admin::handle(&ctx, req).await
     } else {
-        Err(ApiError::not_found(format!(
-            "no route {path}; user functions live under /api/"
-        )))
+        // Not reached while the table and the dispatch above agree.
+        Err(no_route(&path))
     };
     let response = result.unwrap_or_else(ApiError::into_response);
     tracing::debug!(
@@ -191,13 +190,18 @@ async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
 fn api_route(method: &http::Method, path: &str) -> Result<(), ApiError> {
     match api_routes::lookup(method.as_str(), path) {
         api_routes::Lookup::Found => Ok(()),
-        api_routes::Lookup::NotFound => Err(ApiError::not_found(format!(
-            "no route {path}; user functions live under /api/, the host's API is described at /openapi.json"
-        ))),
+        api_routes::Lookup::NotFound => Err(no_route(path)),
         api_routes::Lookup::MethodNotAllowed(allowed) => {
             Err(method_not_allowed(path, method.as_str(), &allowed))
         }
     }
+}
+
+/// 404 for a path outside `/api/` that the host's API does not have.
+fn no_route(path: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no route {path}; user functions live under /api/, the host's API is described at /openapi.json"
+    ))
 }
 
 /// 405 for `path`, with the methods it takes in `Allow`.
