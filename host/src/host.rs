@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::durable::{Engine, EngineConfig};
 use crate::http::{HttpContext, HttpLimits};
 use crate::keys::{Keys, MasterKeySource};
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::sandbox::{
     CodeCache, EngineError, OutboundClient, OutboundSetupError, Sandbox, SandboxLimits,
@@ -44,6 +45,9 @@ pub struct HostConfig {
     /// The database may not grow past this; writes that would are refused
     /// as a full disk is (HTTP 503). `None`: as large as the disk allows.
     pub max_db_bytes: Option<u64>,
+    /// `/metrics` answers without the master key (for a scraper on a
+    /// trusted network); by default it needs the key.
+    pub metrics_open: bool,
 }
 
 impl HostConfig {
@@ -59,6 +63,7 @@ impl HostConfig {
             http: HttpLimits::default(),
             durable: EngineConfig::default(),
             max_db_bytes: None,
+            metrics_open: false,
         }
     }
 
@@ -160,10 +165,12 @@ impl Host {
         let dir =
             std::fs::canonicalize(&dir).map_err(io(format!("cannot resolve {}", dir.display())))?;
 
+        let metrics = Arc::new(Metrics::new());
         let db_path = config.db_path.clone();
         let max_db_bytes = config.max_db_bytes;
+        let commits = metrics.commits();
         let storage = tokio::task::spawn_blocking(move || {
-            SqliteStorage::open_with_limit(&db_path, max_db_bytes)
+            SqliteStorage::open_with(&db_path, max_db_bytes, commits)
         })
         .await
         .map_err(|e| StorageError::Database(e.to_string()))??;
@@ -175,9 +182,10 @@ impl Host {
 
         let limits = config.sandbox.clone();
         let ca_file = config.outbound_ca_file.clone();
+        let sandbox_metrics = metrics.clone();
         let sandbox = tokio::task::spawn_blocking(move || {
             let outbound = OutboundClient::new(ca_file.as_deref())?;
-            Ok::<_, StartError>(Sandbox::new(limits, outbound)?)
+            Ok::<_, StartError>(Sandbox::new(limits, outbound, sandbox_metrics)?)
         })
         .await
         .map_err(|e| EngineError::from_join(&e))??;
@@ -221,6 +229,8 @@ impl Host {
             keys,
             limits: config.http.clone(),
             local_addr: addr,
+            metrics,
+            metrics_open: config.metrics_open,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let server = tokio::spawn(crate::http::serve(listener, ctx, shutdown_rx));

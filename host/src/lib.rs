@@ -9,6 +9,7 @@ pub mod host;
 mod http;
 pub mod keys;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 #[cfg(test)]
 mod properties;

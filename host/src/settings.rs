@@ -116,6 +116,12 @@ pub struct ServeSettings {
     /// serving; purging finished instances makes room. [default: no limit]
     #[arg(long, value_name = "MIB")]
     pub max_db_size_mib: Option<u64>,
+
+    /// Serve `/metrics` without the master key, for a Prometheus scraper
+    /// on a trusted network. Everything else still needs the key.
+    /// [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_open: Option<bool>,
 }
 
 /// Why the settings file was refused.
@@ -191,6 +197,7 @@ impl ServeSettings {
             outbound_ca_file: self.outbound_ca_file.or(under.outbound_ca_file),
             shutdown_timeout_secs: self.shutdown_timeout_secs.or(under.shutdown_timeout_secs),
             max_db_size_mib: self.max_db_size_mib.or(under.max_db_size_mib),
+            metrics_open: self.metrics_open.or(under.metrics_open),
         }
     }
 
@@ -230,6 +237,7 @@ impl ServeSettings {
         };
         config.outbound_ca_file = self.outbound_ca_file;
         config.max_db_bytes = self.max_db_size_mib.map(|mib| mib.saturating_mul(1 << 20));
+        config.metrics_open = self.metrics_open.unwrap_or(false);
         config
     }
 }

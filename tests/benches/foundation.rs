@@ -156,7 +156,11 @@ async fn in_process() -> anyhow::Result<()> {
     );
     let sandbox = Arc::new(
         tokio::task::spawn_blocking(move || {
-            anyhow::Ok(Sandbox::new(limits, OutboundClient::new(None)?)?)
+            anyhow::Ok(Sandbox::new(
+                limits,
+                OutboundClient::new(None)?,
+                Default::default(),
+            )?)
         })
         .await??,
     );

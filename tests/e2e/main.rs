@@ -12,6 +12,7 @@ mod entities;
 mod greet;
 mod hostile_durable;
 mod hot_reload;
+mod metrics;
 mod openapi;
 mod orchestrations;
 mod outbound;

@@ -149,6 +149,11 @@ impl Shared {
         })
     }
 
+    /// Sessions held in memory.
+    pub(crate) fn hot_count(&self) -> usize {
+        lock(&self.hot).len()
+    }
+
     pub(crate) fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }

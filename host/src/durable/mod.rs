@@ -197,6 +197,16 @@ impl Engine {
         self.shared.storage().history(id).await
     }
 
+    /// Counts of instances by status and of the durable queues.
+    pub async fn backlog(&self) -> Result<crate::storage::Backlog, StorageError> {
+        self.shared.storage().backlog().await
+    }
+
+    /// Instances held in memory by this host.
+    pub fn hot_instances(&self) -> usize {
+        self.shared.hot_count()
+    }
+
     pub async fn list(
         &self,
         filter: InstanceFilter,

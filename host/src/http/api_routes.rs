@@ -14,6 +14,7 @@ pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 /// Every route of the host's API, as `(method, template)`.
 pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
+    ("GET", "/metrics"),
     ("GET", "/admin/health"),
     ("GET", "/admin/functions"),
     ("GET", "/admin/keys"),
@@ -67,7 +68,8 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
 /// What the table says of a request.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Lookup {
-    Found,
+    /// The route's template.
+    Found(&'static str),
     NotFound,
     /// The path exists under these methods only.
     MethodNotAllowed(Vec<&'static str>),
@@ -101,7 +103,7 @@ pub(crate) fn lookup(method: &str, path: &str) -> Lookup {
     for (m, template) in ROUTES {
         if fits(template, path) {
             if *m == method {
-                return Lookup::Found;
+                return Lookup::Found(template);
             }
             allowed.push(*m);
         }
@@ -151,11 +153,19 @@ mod tests {
     #[test]
     fn lookups_match_segments_and_say_which_methods_a_path_has() {
         let base = "/runtime/webhooks/durabletask";
-        assert_eq!(lookup("GET", "/admin/health"), Lookup::Found);
-        assert_eq!(lookup("GET", "/admin/health/"), Lookup::Found);
+        assert_eq!(
+            lookup("GET", "/admin/health"),
+            Lookup::Found("/admin/health")
+        );
+        assert_eq!(
+            lookup("GET", "/admin/health/"),
+            Lookup::Found("/admin/health")
+        );
         assert_eq!(
             lookup("POST", &format!("{base}/instances/a%2Fb/raiseEvent/Go")),
-            Lookup::Found
+            Lookup::Found(
+                "/runtime/webhooks/durabletask/instances/{instanceId}/raiseEvent/{eventName}"
+            )
         );
         assert_eq!(
             lookup("PUT", &format!("{base}/instances/x")),

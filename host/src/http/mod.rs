@@ -12,10 +12,12 @@ mod durable;
 mod durable_views;
 mod entities;
 mod error;
+mod metrics;
 #[cfg(test)]
 mod properties;
 mod triggers;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,6 +73,9 @@ pub(crate) struct HttpContext {
     pub(crate) keys: Arc<Keys>,
     pub(crate) limits: HttpLimits,
     pub(crate) local_addr: SocketAddr,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// `/metrics` needs no key.
+    pub(crate) metrics_open: bool,
 }
 
 /// Accepts connections until `shutdown` turns true, then gives in-flight
@@ -151,17 +156,23 @@ async fn refuse(_req: Request<Incoming>) -> Result<HttpResponse, Infallible> {
     .into_response())
 }
 
+/// The `route` label of requests no route takes (bounded: never the path).
+const UNMATCHED: &str = "unmatched";
+
 async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let mut route = Cow::Borrowed(UNMATCHED);
     let result = if let Some(rest) = path.strip_prefix("/api/") {
         let rest = rest.to_owned();
-        triggers::handle(&ctx, req, &rest).await
-    } else if let Err(refused) = api_route(&method, &path) {
+        triggers::handle(&ctx, req, &rest, &mut route).await
+    } else if let Err(refused) = api_route(&method, &path, &mut route) {
         Err(refused)
     } else if path == "/openapi.json" {
         Ok(openapi())
+    } else if path == "/metrics" {
+        metrics::handle(&ctx, &req).await
     } else if let Some(rest) = path
         .strip_prefix(crate::durable::BASE_PATH)
         .and_then(|rest| rest.strip_prefix('/'))
@@ -175,6 +186,12 @@ async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
         Err(no_route(&path))
     };
     let response = result.unwrap_or_else(ApiError::into_response);
+    ctx.metrics.http_request(
+        route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     tracing::debug!(
         %method,
         path,
@@ -186,10 +203,18 @@ async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
 }
 
 /// Refuses a request outside `/api/` that no route of the host's API
-/// takes (see `api_routes.rs`).
-fn api_route(method: &http::Method, path: &str) -> Result<(), ApiError> {
+/// takes (see `api_routes.rs`); sets `route` to the template that takes
+/// it.
+fn api_route(
+    method: &http::Method,
+    path: &str,
+    route: &mut Cow<'static, str>,
+) -> Result<(), ApiError> {
     match api_routes::lookup(method.as_str(), path) {
-        api_routes::Lookup::Found => Ok(()),
+        api_routes::Lookup::Found(template) => {
+            *route = Cow::Borrowed(template);
+            Ok(())
+        }
         api_routes::Lookup::NotFound => Err(no_route(path)),
         api_routes::Lookup::MethodNotAllowed(allowed) => {
             Err(method_not_allowed(path, method.as_str(), &allowed))

@@ -25,7 +25,7 @@ proptest! {
             .split('/')
             .map(|s| if s.starts_with('{') { value.as_str() } else { s })
             .collect();
-        prop_assert_eq!(lookup(method, &path.join("/")), Lookup::Found);
+        prop_assert_eq!(lookup(method, &path.join("/")), Lookup::Found(template));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! The key a caller presents (`x-functions-key` header or `code` query
 //! parameter) is stripped from the request the function sees.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -19,6 +21,7 @@ pub(super) async fn handle(
     ctx: &HttpContext,
     req: Request<Incoming>,
     rest: &str,
+    route: &mut Cow<'static, str>,
 ) -> Result<HttpResponse, ApiError> {
     let snapshot = ctx.registry.snapshot();
     let method = req.method().as_str().to_owned();
@@ -27,7 +30,12 @@ pub(super) async fn handle(
             app,
             function,
             params,
-        } => (app, function, params),
+        } => {
+            if let Some(trigger) = &function.http {
+                *route = Cow::Owned(format!("/api/{}", trigger.route));
+            }
+            (app, function, params)
+        }
         RouteMatch::NotFound => {
             return Err(ApiError::not_found(format!(
                 "no function answers /api/{rest}"

@@ -59,18 +59,24 @@ impl Sandbox {
     ) -> BatchOutcome {
         let mut outcomes = Vec::with_capacity(calls.len());
         let mut live: Option<(FunctionApp, Store<InvocationState>)> = None;
+        let caller = Caller {
+            app: app.into(),
+            function: entity.name.as_str().into(),
+            kind: FunctionKind::Entity,
+        };
         for call in calls {
             let (app_instance, store) = match &mut live {
                 Some(pair) => pair,
                 None => {
-                    let caller = Caller {
-                        app: app.into(),
-                        function: entity.name.as_str().into(),
-                        kind: FunctionKind::Entity,
-                    };
-                    let mut store = self.store(caller, Role::Entity(Vec::new()), code.limits);
+                    let mut store =
+                        self.store(caller.clone(), Role::Entity(Vec::new()), code.limits);
+                    let started = Instant::now();
                     match code.pre.instantiate_async(&mut store).await {
-                        Ok(instance) => live.insert((instance, store)),
+                        Ok(instance) => {
+                            self.metrics
+                                .instantiation(FunctionKind::Entity, started.elapsed());
+                            live.insert((instance, store))
+                        }
                         Err(e) => match super::classify(&store, code.limits, e) {
                             InvocationError::Overloaded => break,
                             error => {
@@ -84,6 +90,7 @@ impl Sandbox {
                     }
                 }
             };
+            let started = Instant::now();
             let data = store.data_mut();
             data.timed_out = false;
             data.deadline = Instant::now() + data.time_limit;
@@ -119,6 +126,11 @@ impl Sandbox {
                     Err(InvocationError::Timeout(code.limits.timeout))
                 }
             };
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.outcome(),
+            };
+            self.count(&caller, outcome, started);
             let sends = if result.is_ok() { sends } else { Vec::new() };
             outcomes.push(OperationOutcome { result, sends });
         }

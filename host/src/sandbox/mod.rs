@@ -42,6 +42,7 @@ use state::{InvocationState, Role};
 
 use crate::durable::session::Session;
 
+use crate::metrics::Metrics;
 use crate::model::{AuthLevel, FunctionKind, RawFunction, RawTrigger};
 
 /// How often the epoch advances; the granularity of deadlines and of the
@@ -116,6 +117,31 @@ pub enum InvocationError {
     OutputTooLarge { size: usize, limit: usize },
     #[error("{}", .0.message)]
     Guest(GuestError),
+}
+
+impl InvocationError {
+    /// The `outcome` label of an invocation that failed with this error
+    /// (see [`crate::metrics::OUTCOMES`]).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Trapped(_) => "trapped",
+            Self::Timeout(_) => "timeout",
+            Self::MemoryExhausted(_) => "memory",
+            Self::Overloaded => "overloaded",
+            Self::OutputTooLarge { .. } => "output-too-large",
+            Self::Guest(_) => "error",
+        }
+    }
+}
+
+/// The `outcome` label of an invocation's result: a guest error is an
+/// `error`, whether the guest returned it or the host made it one.
+fn outcome_of<T>(result: &Result<Result<T, GuestError>, InvocationError>) -> &'static str {
+    match result {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(_)) => "error",
+        Err(e) => e.outcome(),
+    }
 }
 
 /// An error a function returned (the WIT `error` record).
@@ -340,6 +366,8 @@ pub struct Sandbox {
     client: std::sync::OnceLock<std::sync::Weak<crate::durable::Engine>>,
     /// Activities' outbound HTTP connections.
     outbound: Arc<OutboundClient>,
+    /// Invocations, instantiations and code-cache lookups are counted here.
+    metrics: Arc<Metrics>,
     _ticker: EpochTicker,
 }
 
@@ -359,7 +387,11 @@ fn engine_error(e: impl std::fmt::Display) -> EngineError {
 }
 
 impl Sandbox {
-    pub fn new(limits: SandboxLimits, outbound: OutboundClient) -> Result<Self, EngineError> {
+    pub fn new(
+        limits: SandboxLimits,
+        outbound: OutboundClient,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, EngineError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(limits.max_instances)
             .total_core_instances(limits.max_instances.saturating_mul(4))
@@ -399,6 +431,7 @@ impl Sandbox {
             limits,
             client: std::sync::OnceLock::new(),
             outbound: Arc::new(outbound),
+            metrics,
             _ticker: ticker,
         })
     }
@@ -416,6 +449,11 @@ impl Sandbox {
         &self.limits
     }
 
+    /// The host's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The client activities send their outbound HTTP requests with.
     pub fn outbound(&self) -> &Arc<OutboundClient> {
         &self.outbound
@@ -430,6 +468,7 @@ impl Sandbox {
         bytes: &[u8],
     ) -> Result<(AppCode, CacheOutcome), LoadError> {
         let (component, outcome) = cache.load_or_compile(&self.engine, digest, bytes)?;
+        self.metrics.code_cache(outcome == CacheOutcome::Hit);
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -505,9 +544,12 @@ impl Sandbox {
         >,
     {
         let limits = code.limits;
+        let kind = caller.kind;
         let mut store = self.store(caller, role, limits);
         let run = async {
+            let started = Instant::now();
             let app = code.pre.instantiate_async(&mut store).await?;
+            self.metrics.instantiation(kind, started.elapsed());
             call(&app, &mut store).await
         };
         let outcome = if bounded {
@@ -591,6 +633,8 @@ impl Sandbox {
         caller: Caller,
         request: types::HttpRequest,
     ) -> Result<types::HttpResponse, InvocationError> {
+        let started = Instant::now();
+        let counted = caller.clone();
         let function = caller.function.clone();
         let result = self
             .invoke(code, caller, Role::Plain, true, move |app, store| {
@@ -601,15 +645,34 @@ impl Sandbox {
                 })
             })
             .await
-            .0?;
-        let response = result.map_err(|e| InvocationError::Guest(e.into()))?;
-        let headers: usize = response
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len())
-            .sum();
-        code.limits.check_output(response.body.len() + headers)?;
-        Ok(response)
+            .0
+            .and_then(|result| {
+                let response = result.map_err(|e| InvocationError::Guest(e.into()))?;
+                let headers: usize = response
+                    .headers
+                    .iter()
+                    .map(|(n, v)| n.len() + v.len())
+                    .sum();
+                code.limits.check_output(response.body.len() + headers)?;
+                Ok(response)
+            });
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        self.count(&counted, outcome, started);
+        result
+    }
+
+    /// Counts one invocation of `caller` that ended with `outcome`.
+    pub(crate) fn count(&self, caller: &Caller, outcome: &'static str, started: Instant) {
+        self.metrics.invocation(
+            &caller.app,
+            &caller.function,
+            caller.kind,
+            outcome,
+            started.elapsed(),
+        );
     }
 
     /// Runs an orchestrator from the start; its session answers the
@@ -628,6 +691,8 @@ impl Sandbox {
             function: session.record.name.as_str().into(),
             kind: FunctionKind::Orchestrator,
         };
+        let started = Instant::now();
+        let counted = caller.clone();
         let function = session.record.name.clone();
         let instance_id = session.id().to_string();
         let input = session.record.input.clone();
@@ -649,6 +714,13 @@ impl Sandbox {
             Ok(output) => code.limits.check_output(output.len()).map(|()| Ok(output)),
             Err(e) => Ok(Err(GuestError::from(e))),
         });
+        // A run the host stopped (eviction, shutdown) did not fail.
+        let outcome = if session.as_ref().is_some_and(Session::stopped_by_host) {
+            "stopped"
+        } else {
+            outcome_of(&result)
+        };
+        self.count(&counted, outcome, started);
         (result, session)
     }
 
@@ -660,6 +732,8 @@ impl Sandbox {
         info: ActivityInfo,
         input: &str,
     ) -> Result<Result<String, GuestError>, InvocationError> {
+        let started = Instant::now();
+        let counted = caller.clone();
         let function = caller.function.clone();
         let input = input.to_owned();
         let role = Role::Activity(info);
@@ -672,10 +746,12 @@ impl Sandbox {
                 })
             })
             .await;
-        match result? {
+        let result = result.and_then(|r| match r {
             Ok(output) => code.limits.check_output(output.len()).map(|()| Ok(output)),
             Err(e) => Ok(Err(GuestError::from(e))),
-        }
+        });
+        self.count(&counted, outcome_of(&result), started);
+        result
     }
 }
 

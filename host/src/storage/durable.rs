@@ -9,9 +9,10 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::entities;
+use super::observe;
 use super::sqlite::SqliteStorage;
 use super::tasks;
-use super::{ChangeOutcome, CreateOutcome, DurableStorage, EventOutcome, StorageFuture};
+use super::{Backlog, ChangeOutcome, CreateOutcome, DurableStorage, EventOutcome, StorageFuture};
 use crate::durable::entities::model::{
     EntityBatch, EntityCommit, EntityId, EntityPage, EntityRecord, NewEntityOp,
 };
@@ -514,6 +515,10 @@ impl DurableStorage for SqliteStorage {
         Box::pin(self.write(move |conn| {
             tasks::finish_work(conn, &item, outcome.clone(), now_ms(), lease_ms)
         }))
+    }
+
+    fn backlog(&self) -> StorageFuture<'_, Backlog> {
+        Box::pin(self.read(observe::backlog))
     }
 
     fn next_timer_due(&self) -> StorageFuture<'_, Option<i64>> {

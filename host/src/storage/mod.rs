@@ -8,6 +8,7 @@
 
 mod durable;
 mod entities;
+mod observe;
 mod sqlite;
 mod tasks;
 
@@ -133,6 +134,19 @@ pub enum ChangeOutcome {
     NotFinished(RuntimeStatus),
 }
 
+/// How much durable work is waiting, read at once (for metrics and the
+/// dashboard).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Instances per status; statuses without instances are left out.
+    pub instances: Vec<(RuntimeStatus, u64)>,
+    /// Work items not yet completed, and when the oldest was created.
+    pub work_items: u64,
+    pub oldest_work_item_ms: Option<i64>,
+    pub timers: u64,
+    pub entity_messages: u64,
+}
+
 /// What the durable engine keeps: instances, their journals and inboxes,
 /// work items, and the component versions instances are pinned to.
 pub trait DurableStorage: Send + Sync + 'static {
@@ -247,6 +261,9 @@ pub trait DurableStorage: Send + Sync + 'static {
         top: usize,
         continuation: Option<String>,
     ) -> StorageFuture<'_, EntityPage>;
+
+    /// Counts of instances by status and of the queues.
+    fn backlog(&self) -> StorageFuture<'_, Backlog>;
 
     /// Up to `limit` entities with queued messages, in (name, key) order,
     /// after `after`.

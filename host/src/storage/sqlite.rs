@@ -21,6 +21,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{Storage, StorageError, StorageFuture, StoredKey};
+use crate::metrics::CommitMetrics;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records the
 /// last one applied.
@@ -143,12 +144,18 @@ fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
 impl SqliteStorage {
     /// Opens (creating and migrating if needed) the database. Blocking.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
-        Self::open_with_limit(path, None)
+        Self::open_with(path, None, CommitMetrics::default())
     }
 
     /// As [`Self::open`], with writes that would grow the database past
-    /// `max_bytes` refused as [`StorageError::Full`] (as a full disk is).
-    pub fn open_with_limit(path: &Path, max_bytes: Option<u64>) -> Result<Self, StorageError> {
+    /// `max_bytes` refused as [`StorageError::Full`] (as a full disk is),
+    /// and the writer's batch sizes and commit times recorded in
+    /// `commits`.
+    pub fn open_with(
+        path: &Path,
+        max_bytes: Option<u64>,
+        commits: CommitMetrics,
+    ) -> Result<Self, StorageError> {
         let owner = lock_owner(path)?;
         let mut conn = Connection::open(path)?;
         let mode: String =
@@ -171,7 +178,7 @@ impl SqliteStorage {
         let (tx, rx) = mpsc::channel::<Job>();
         let handle = thread::Builder::new()
             .name("perdure-db-writer".into())
-            .spawn(move || write_loop(conn, rx))
+            .spawn(move || write_loop(conn, rx, &commits))
             .map_err(|e| StorageError::Database(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -285,7 +292,7 @@ impl Drop for SqliteStorage {
     }
 }
 
-fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, commits: &CommitMetrics) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -294,7 +301,7 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        for (finish, outcome) in run_batch(&mut conn, batch) {
+        for (finish, outcome) in run_batch(&mut conn, batch, commits) {
             finish(outcome);
         }
     }
@@ -314,7 +321,11 @@ const MAX_BATCH_RERUNS: usize = 3;
 /// errors or lack of memory, that job fails and the others run again in a
 /// new transaction: on a full disk, a purge queued behind a failed insert
 /// still frees its space.
-fn run_batch(conn: &mut Connection, batch: Vec<Job>) -> Vec<(Finisher, Result<(), StorageError>)> {
+fn run_batch(
+    conn: &mut Connection,
+    batch: Vec<Job>,
+    commits: &CommitMetrics,
+) -> Vec<(Finisher, Result<(), StorageError>)> {
     let mut done = Vec::with_capacity(batch.len());
     let mut pending = batch;
     let mut reruns = 0;
@@ -329,7 +340,12 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) -> Vec<(Finisher, Result<()
                     .find_map(|(i, job)| run_in_savepoint(&tx, &mut job.run).err().map(|e| (i, e)));
                 let Some((index, e)) = failure else {
                     crate::failpoint::hit(crate::failpoint::Point::BeforeCommit);
+                    let started = std::time::Instant::now();
                     let committed = tx.commit().map_err(StorageError::from);
+                    commits
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    commits.batch_jobs.observe(pending.len() as f64);
                     crate::failpoint::hit(crate::failpoint::Point::AfterCommit);
                     if let Err(e) = &committed {
                         tracing::error!(jobs = pending.len(), "database commit failed: {e}");

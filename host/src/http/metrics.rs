@@ -1,0 +1,40 @@
+//! `GET /metrics`: the host's metrics in Prometheus text format. Needs the
+//! master key unless the host was started with `--metrics-open`.
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use super::{ApiError, HttpContext, HttpResponse, require_master};
+use crate::metrics::{CONTENT_TYPE, Sampled};
+use crate::time::now_ms;
+
+pub(super) async fn handle(
+    ctx: &HttpContext,
+    req: &Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    if !ctx.metrics_open {
+        require_master(ctx, req)?;
+    }
+    let backlog = ctx.engine.backlog().await?;
+    let snapshot = ctx.registry.snapshot();
+    let sampled = Sampled {
+        instances: backlog.instances,
+        work_items: backlog.work_items,
+        oldest_work_item: backlog
+            .oldest_work_item_ms
+            .map(|created| std::time::Duration::from_millis((now_ms() - created).max(0) as u64)),
+        timers_pending: backlog.timers,
+        entity_messages: backlog.entity_messages,
+        apps_loaded: snapshot.apps.len() as u64,
+        load_failures: snapshot.failures.len() as u64,
+        hot_instances: ctx.engine.hot_instances() as u64,
+    };
+    let text = ctx.metrics.render(&sampled);
+    let mut response = hyper::Response::new(Full::new(Bytes::from(text)));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    Ok(response)
+}
