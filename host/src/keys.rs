@@ -127,15 +127,42 @@ impl Keys {
     /// The key that the management URLs of one orchestration instance
     /// carry: valid for that instance's routes only.
     pub fn instance_key(&self, instance_id: &str) -> String {
+        self.mac(&[b"perdure-instance:", instance_id.as_bytes()])
+    }
+
+    /// HMAC-SHA256 of `parts` under the database's secret, as hex; empty
+    /// only if HMAC refused the key (it takes keys of any length).
+    fn mac(&self, parts: &[&[u8]]) -> String {
         use hmac::{Mac as _, SimpleHmac};
-        let mut mac = match SimpleHmac::<Sha256>::new_from_slice(&self.instance_secret) {
-            Ok(mac) => mac,
-            // HMAC takes keys of any length; this arm is not reached.
-            Err(_) => return String::new(),
+        let Ok(mut mac) = SimpleHmac::<Sha256>::new_from_slice(&self.instance_secret) else {
+            return String::new();
         };
-        mac.update(b"perdure-instance:");
-        mac.update(instance_id.as_bytes());
+        for part in parts {
+            mac.update(part);
+        }
         hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// A dashboard session token valid until `expires_ms`: the expiry and
+    /// its MAC, bound to the master key (a new master key ends every
+    /// session).
+    pub fn session_token(&self, expires_ms: i64) -> String {
+        let expires = expires_ms.to_string();
+        let mac = self.mac(&[b"perdure-session:", &self.master, b":", expires.as_bytes()]);
+        format!("{expires}.{mac}")
+    }
+
+    /// True if `token` came from [`Self::session_token`] with this master
+    /// key and has not expired by `now_ms` (constant-time).
+    pub fn is_session(&self, token: &str, now_ms: i64) -> bool {
+        let Some((expires, _)) = token.split_once('.') else {
+            return false;
+        };
+        let Ok(expires_ms) = expires.parse::<i64>() else {
+            return false;
+        };
+        let expected = self.session_token(expires_ms);
+        expires_ms > now_ms && bool::from(expected.as_bytes().ct_eq(token.as_bytes()))
     }
 
     /// True if `key` is the instance key of `instance_id` (constant-time).

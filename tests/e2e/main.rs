@@ -13,6 +13,7 @@ mod greet;
 mod hostile_durable;
 mod hot_reload;
 mod metrics;
+mod observe;
 mod openapi;
 mod orchestrations;
 mod outbound;

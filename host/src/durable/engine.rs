@@ -24,7 +24,7 @@ use super::session::{Fault, Session};
 use super::timers::TimerClock;
 use crate::model::{Digest, FunctionKind};
 use crate::registry::Registry;
-use crate::sandbox::{ActivityInfo, AppCode, Caller, GuestError, InvocationError};
+use crate::sandbox::{ActivityInfo, AppCode, Caller, GuestError, InstanceLog, InvocationError};
 use crate::storage::{DurableStorage, StorageError};
 
 /// How the engine behaves; defaults suit one machine.
@@ -623,7 +623,12 @@ async fn run_activity(shared: Arc<Shared>, item: WorkItem) {
 }
 
 async fn run_leased_activity<P>(shared: Arc<Shared>, item: WorkItem, permits: P) {
-    let outcome = execute_activity(&shared, &item).await;
+    let log = Arc::new(InstanceLog::new(
+        &item.name,
+        Some((item.task_id, item.attempt)),
+    ));
+    let outcome = execute_activity(&shared, &item, &log).await;
+    let logs = log.take();
     drop(permits);
     let Some(outcome) = outcome else {
         // Abandoned by a stopping host: it runs at the next start.
@@ -637,7 +642,7 @@ async fn run_leased_activity<P>(shared: Arc<Shared>, item: WorkItem, permits: P)
     loop {
         match shared
             .storage
-            .complete_work(&item, outcome.clone(), shared.lease_ms())
+            .complete_work(&item, outcome.clone(), logs.clone(), shared.lease_ms())
             .await
         {
             Ok(effects) => {
@@ -678,7 +683,11 @@ pub(crate) const PRESSURE_MIN_IDLE: Duration = Duration::from_millis(200);
 
 /// Runs an activity to its outcome; `None` if the host stopped while it
 /// waited for a sandbox slot.
-async fn execute_activity(shared: &Shared, item: &WorkItem) -> Option<TaskOutcome> {
+async fn execute_activity(
+    shared: &Shared,
+    item: &WorkItem,
+    log: &Arc<InstanceLog>,
+) -> Option<TaskOutcome> {
     let code = match shared.code_for(&item.app, &item.digest).await {
         Ok(code) => code,
         Err(e) => return Some(Err(e)),
@@ -697,6 +706,7 @@ async fn execute_activity(shared: &Shared, item: &WorkItem) -> Option<TaskOutcom
         instance_id: item.instance_id.to_string(),
         idempotency_key: item.idempotency_key(),
         attempt: item.attempt,
+        log: log.clone(),
     };
     loop {
         let caller = Caller {

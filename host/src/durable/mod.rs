@@ -202,6 +202,16 @@ impl Engine {
         self.shared.storage().backlog().await
     }
 
+    /// Up to `limit` guest log lines of an instance past line id `after`.
+    pub async fn logs(
+        &self,
+        id: &InstanceId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<model::StoredLogLine>, StorageError> {
+        self.shared.storage().logs(id, after, limit).await
+    }
+
     /// Instances held in memory by this host.
     pub fn hot_instances(&self) -> usize {
         self.shared.hot_count()

@@ -338,6 +338,32 @@ pub struct Episode {
     pub status: StatusUpdate,
     /// How long the dispatched work items are leased to this host.
     pub lease_ms: i64,
+    /// What the orchestrator logged live in this episode: stored with it,
+    /// so a line exists exactly when the run that logged it is journaled
+    /// (a replay suppresses it, a lost episode's run logs it again).
+    pub logs: Vec<LogLine>,
+}
+
+/// A line an instance's orchestrator or one of its activities logged
+/// (the `logging` interface, stdout or stderr).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub at_ms: i64,
+    /// `trace` to `error`, or `stdout`/`stderr`.
+    pub level: &'static str,
+    /// The orchestrator or activity that logged it.
+    pub function: String,
+    /// The activity's task (its journal seq); `None` for the orchestrator.
+    pub task_id: Option<u64>,
+    pub attempt: Option<u32>,
+    pub message: String,
+}
+
+/// A stored [`LogLine`] with its position (`id` grows with every line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLogLine {
+    pub id: i64,
+    pub line: LogLine,
 }
 
 /// Which instances a query selects.

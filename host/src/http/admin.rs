@@ -1,6 +1,8 @@
 //! The admin API (master key only): loaded apps, health, function keys,
 //! and moving instances to their app's current version.
 
+use std::collections::BTreeMap;
+
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
@@ -12,6 +14,7 @@ use serde_json::{Value, json};
 use crate::durable::model::InstanceId;
 use crate::durable::{UpgradeError, UpgradeOutcome};
 use crate::keys::KeyError;
+use crate::metrics::InvocationCounts;
 use crate::model::FunctionDef;
 use crate::sandbox::CacheOutcome;
 use crate::time::rfc3339;
@@ -37,6 +40,12 @@ pub(super) async fn handle(
             } else {
                 Err(ApiError::not_found(format!("no function key with id {id}")))
             }
+        }
+        (Method::GET, ["stats"]) => super::observe::stats(ctx).await,
+        (Method::GET, ["instances", id, "timeline"]) => super::observe::timeline(ctx, id).await,
+        (Method::GET, ["instances", id, "logs"]) => {
+            let query = super::query_pairs(&req);
+            super::observe::logs(ctx, id, &query).await
         }
         (Method::POST, ["instances", id, "upgrade"]) => upgrade_one(ctx, id).await,
         (Method::POST, ["orchestrators", name, "upgrade"]) => upgrade_all(ctx, name).await,
@@ -71,6 +80,8 @@ struct AppView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     load_ms: Option<f64>,
     functions: &'a [FunctionDef],
+    /// Invocations of each function since the host started, by outcome.
+    invocations: BTreeMap<&'a str, InvocationCounts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_error: Option<ErrorView<'a>>,
 }
@@ -95,6 +106,16 @@ fn functions(ctx: &HttpContext) -> HttpResponse {
         .map(|name| {
             let app = snapshot.apps.get(name);
             let failure = snapshot.failures.get(name);
+            let functions = app
+                .map(|a| a.description.functions.as_slice())
+                .unwrap_or(&[]);
+            let invocations = functions
+                .iter()
+                .map(|f| {
+                    let counts = ctx.metrics.invocation_counts(name, &f.name, f.kind);
+                    (f.name.as_str(), counts)
+                })
+                .collect();
             AppView {
                 name,
                 file: app
@@ -106,9 +127,8 @@ fn functions(ctx: &HttpContext) -> HttpResponse {
                 loaded_time: app.map(|a| rfc3339(a.loaded_at)),
                 compiled_code: app.map(|a| a.cache),
                 load_ms: app.map(|a| a.load_ms),
-                functions: app
-                    .map(|a| a.description.functions.as_slice())
-                    .unwrap_or(&[]),
+                functions,
+                invocations,
                 last_error: failure.map(|f| ErrorView {
                     message: &f.error,
                     time: rfc3339(f.at),

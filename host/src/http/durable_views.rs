@@ -272,7 +272,8 @@ fn time_param(query: &[(String, String)], name: &str) -> Result<Option<i64>, Api
 }
 
 /// The filter of the list and bulk purge routes: `runtimeStatus=a,b`,
-/// `createdTimeFrom`, `createdTimeTo`, `instanceIdPrefix`.
+/// `createdTimeFrom`, `createdTimeTo`, `instanceIdPrefix`, and `name` (the
+/// orchestrator's, exactly; not in Azure's API).
 pub(super) fn instance_filter(query: &[(String, String)]) -> Result<InstanceFilter, ApiError> {
     let mut statuses = Vec::new();
     if let Some(list) = param(query, "runtimeStatus") {
@@ -292,7 +293,9 @@ pub(super) fn instance_filter(query: &[(String, String)]) -> Result<InstanceFilt
         created_from_ms: time_param(query, "createdTimeFrom")?,
         created_to_ms: time_param(query, "createdTimeTo")?,
         id_prefix: param(query, "instanceIdPrefix").map(str::to_owned),
-        name: None,
+        name: param(query, "name")
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned),
     })
 }
 

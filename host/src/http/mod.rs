@@ -13,8 +13,10 @@ mod durable_views;
 mod entities;
 mod error;
 mod metrics;
+mod observe;
 #[cfg(test)]
 mod properties;
+mod timeline;
 mod triggers;
 
 use std::borrow::Cow;

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+
+use super::InstanceLog;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
@@ -30,14 +32,22 @@ pub(crate) struct GuestOutput {
     stream: &'static str,
     /// Bytes this invocation may still log, shared by stdout and stderr.
     budget: Arc<AtomicUsize>,
+    /// The instance's log, for orchestrators and activities.
+    instance_log: Option<Arc<InstanceLog>>,
 }
 
 impl GuestOutput {
-    pub(crate) fn new(tag: LogTag, stream: &'static str, budget: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(
+        tag: LogTag,
+        stream: &'static str,
+        budget: Arc<AtomicUsize>,
+        instance_log: Option<Arc<InstanceLog>>,
+    ) -> Self {
         Self {
             tag,
             stream,
             budget,
+            instance_log,
         }
     }
 }
@@ -102,6 +112,13 @@ impl LineWriter {
     fn emit(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\r');
+        if let Some(log) = &self.out.instance_log {
+            // A replaying orchestrator printed this line on an earlier run.
+            if log.replaying() {
+                return;
+            }
+            log.push(self.out.stream, text);
+        }
         tracing::info!(
             target: "guest",
             app = &*self.out.tag.app,

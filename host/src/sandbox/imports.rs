@@ -29,6 +29,20 @@ impl types::Host for InvocationState {}
 
 impl logging::Host for InvocationState {
     async fn log(&mut self, level: logging::Level, message: String) -> wasmtime::Result<()> {
+        if let Some(log) = &self.instance_log {
+            // An orchestrator replaying logged this line on an earlier run.
+            if log.replaying() {
+                return Ok(());
+            }
+            let name = match level {
+                logging::Level::Trace => "trace",
+                logging::Level::Debug => "debug",
+                logging::Level::Info => "info",
+                logging::Level::Warn => "warn",
+                logging::Level::Error => "error",
+            };
+            log.push(name, &message);
+        }
         let app = &*self.caller.app;
         let function = &*self.caller.function;
         match level {

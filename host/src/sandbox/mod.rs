@@ -17,6 +17,7 @@ mod code_cache;
 mod entity;
 mod guest_log;
 mod imports;
+mod instance_log;
 mod orchestration;
 mod outbound;
 mod state;
@@ -34,6 +35,7 @@ use wasmtime::{
 
 pub use code_cache::{CacheOutcome, CodeCache};
 pub use entity::{BatchOutcome, OperationCall, OperationOutcome};
+pub use instance_log::InstanceLog;
 pub use outbound::{OutboundClient, OutboundSetupError};
 pub use state::{ActivityInfo, Caller};
 

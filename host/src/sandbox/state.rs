@@ -75,6 +75,8 @@ pub struct ActivityInfo {
     pub config: Arc<crate::config::AppConfig>,
     /// The host's outbound HTTP client.
     pub outbound: Arc<super::outbound::OutboundClient>,
+    /// What this run logs, stored with its outcome.
+    pub log: Arc<super::InstanceLog>,
 }
 
 /// What the durable interfaces answer for this invocation.
@@ -101,6 +103,9 @@ pub(crate) struct InvocationState {
     pub(crate) time_limit: Duration,
     pub(crate) deadline: Instant,
     pub(crate) timed_out: bool,
+    /// Where an orchestrator's or activity's log lines are kept for its
+    /// instance (`None` for HTTP functions and entities).
+    pub(crate) instance_log: Option<Arc<super::InstanceLog>>,
 }
 
 /// An orchestrator's wall clock: its journaled orchestration time.
@@ -174,9 +179,16 @@ impl InvocationState {
             function: caller.function.clone(),
         };
         let budget = Arc::new(AtomicUsize::new(log_budget));
+        let instance_log = match &role {
+            Role::Orchestrator(session) => Some(session.log().clone()),
+            Role::Activity(info) => Some(info.log.clone()),
+            Role::Plain | Role::Entity(_) => None,
+        };
+        let out =
+            |stream| GuestOutput::new(tag.clone(), stream, budget.clone(), instance_log.clone());
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(GuestOutput::new(tag.clone(), "stdout", budget.clone()))
-            .stderr(GuestOutput::new(tag, "stderr", budget))
+        wasi.stdout(out("stdout"))
+            .stderr(out("stderr"))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -205,6 +217,7 @@ impl InvocationState {
             time_limit,
             deadline: Instant::now() + time_limit,
             timed_out: false,
+            instance_log,
         }
     }
 }

@@ -18,7 +18,8 @@ use crate::durable::entities::model::{
 };
 use crate::durable::model::{
     Effects, Episode, History, InboxBody, InboxMessage, InstanceFilter, InstanceId, InstancePage,
-    InstanceRecord, JournalEntry, RuntimeStatus, TaskAttempt, TaskOutcome, WorkItem,
+    InstanceRecord, JournalEntry, LogLine, RuntimeStatus, StoredLogLine, TaskAttempt, TaskOutcome,
+    WorkItem,
 };
 use crate::sandbox::GuestError;
 use crate::time::now_ms;
@@ -253,6 +254,7 @@ fn commit(conn: &Connection, episode: Episode) -> rusqlite::Result<Effects> {
         // Terminated while it ran: its last episode is dropped.
         return Ok(effects);
     }
+    observe::append_logs(conn, id, &episode.logs)?;
     let mut journal = conn.prepare_cached(
         "INSERT INTO journal (instance_id, seq, kind, request, result, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
@@ -509,12 +511,28 @@ impl DurableStorage for SqliteStorage {
         &self,
         item: &WorkItem,
         outcome: TaskOutcome,
+        logs: Vec<LogLine>,
         lease_ms: i64,
     ) -> StorageFuture<'_, Effects> {
         let item = item.clone();
         Box::pin(self.write(move |conn| {
-            tasks::finish_work(conn, &item, outcome.clone(), now_ms(), lease_ms)
+            let done = tasks::finish_work(conn, &item, outcome.clone(), now_ms(), lease_ms)?;
+            if let Some(effects) = done {
+                observe::append_logs(conn, item.instance_id.as_str(), &logs)?;
+                return Ok(effects);
+            }
+            Ok(Effects::default())
         }))
+    }
+
+    fn logs(
+        &self,
+        id: &InstanceId,
+        after: i64,
+        limit: usize,
+    ) -> StorageFuture<'_, Vec<StoredLogLine>> {
+        let id = id.clone();
+        Box::pin(self.read(move |conn| observe::logs(conn, id.as_str(), after, limit)))
     }
 
     fn backlog(&self) -> StorageFuture<'_, Backlog> {

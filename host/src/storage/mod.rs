@@ -21,7 +21,7 @@ use crate::durable::entities::model::{
 };
 use crate::durable::model::{
     Effects, Episode, History, InboxMessage, InstanceFilter, InstanceId, InstancePage,
-    InstanceRecord, RuntimeStatus, TaskOutcome, WorkItem,
+    InstanceRecord, LogLine, RuntimeStatus, StoredLogLine, TaskOutcome, WorkItem,
 };
 
 pub use sqlite::SqliteStorage;
@@ -182,12 +182,24 @@ pub trait DurableStorage: Send + Sync + 'static {
     /// allows to retry, records the attempt and sets a timer for the next
     /// one (leased `lease_ms` past it). Nothing if the item was completed
     /// already (a duplicate run) or its instance is gone.
+    /// The run's log lines are stored with the outcome (and dropped with a
+    /// duplicate run's).
     fn complete_work(
         &self,
         item: &WorkItem,
         outcome: TaskOutcome,
+        logs: Vec<LogLine>,
         lease_ms: i64,
     ) -> StorageFuture<'_, Effects>;
+
+    /// Up to `limit` log lines of an instance with ids past `after`,
+    /// oldest first.
+    fn logs(
+        &self,
+        id: &InstanceId,
+        after: i64,
+        limit: usize,
+    ) -> StorageFuture<'_, Vec<StoredLogLine>>;
 
     /// When the earliest pending timer is due.
     fn next_timer_due(&self) -> StorageFuture<'_, Option<i64>>;

@@ -1,10 +1,10 @@
-//! What operators read about the durable state as a whole: counts of
-//! instances and of the queues.
+//! What operators read: counts of instances and of the queues, and the
+//! instances' guest log lines.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, params};
 
 use super::Backlog;
-use crate::durable::model::RuntimeStatus;
+use crate::durable::model::{LogLine, RuntimeStatus, StoredLogLine};
 
 /// Counts of instances by status (from the `instances_by_status` index)
 /// and of the work-item, timer and entity-message queues.
@@ -37,4 +37,78 @@ pub(super) fn backlog(conn: &Connection) -> rusqlite::Result<Backlog> {
         timers: count("SELECT COUNT(*) FROM timers")?,
         entity_messages: count("SELECT COUNT(*) FROM entity_ops")?,
     })
+}
+
+/// Log lines kept per instance; older ones are deleted as new ones come.
+pub(super) const MAX_LINES_PER_INSTANCE: i64 = 5000;
+
+/// Stores an instance's log lines (nothing if the instance is gone) and
+/// keeps only its newest [`MAX_LINES_PER_INSTANCE`].
+pub(super) fn append_logs(
+    conn: &Connection,
+    instance_id: &str,
+    lines: &[LogLine],
+) -> rusqlite::Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO guest_logs (instance_id, at_ms, level, function, task_id, attempt, message)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM instances WHERE id = ?1)",
+    )?;
+    for line in lines {
+        insert.execute(params![
+            instance_id,
+            line.at_ms,
+            line.level,
+            line.function,
+            line.task_id.map(|t| t as i64),
+            line.attempt,
+            line.message
+        ])?;
+    }
+    conn.prepare_cached(
+        "DELETE FROM guest_logs WHERE instance_id = ?1 AND id <=
+         (SELECT id FROM guest_logs WHERE instance_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )?
+    .execute(params![instance_id, MAX_LINES_PER_INSTANCE])?;
+    Ok(())
+}
+
+/// Up to `limit` lines of an instance after id `after`, oldest first.
+pub(super) fn logs(
+    conn: &Connection,
+    instance_id: &str,
+    after: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<StoredLogLine>> {
+    let mut select = conn.prepare_cached(
+        "SELECT id, at_ms, level, function, task_id, attempt, message FROM guest_logs
+         WHERE instance_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+    )?;
+    let rows = select.query_map(params![instance_id, after, limit as i64], |row| {
+        let level: String = row.get(2)?;
+        Ok(StoredLogLine {
+            id: row.get(0)?,
+            line: LogLine {
+                at_ms: row.get(1)?,
+                level: level_name(&level),
+                function: row.get(3)?,
+                task_id: row.get::<_, Option<i64>>(4)?.map(|t| t.max(0) as u64),
+                attempt: row.get(5)?,
+                message: row.get(6)?,
+            },
+        })
+    })?;
+    rows.collect()
+}
+
+/// The static name of a stored level (unknown ones read as `info`).
+fn level_name(level: &str) -> &'static str {
+    [
+        "trace", "debug", "info", "warn", "error", "stdout", "stderr",
+    ]
+    .into_iter()
+    .find(|l| *l == level)
+    .unwrap_or("info")
 }

@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_timers_events_children.sql"),
     include_str!("migrations/0004_entities.sql"),
     include_str!("migrations/0005_generations.sql"),
+    include_str!("migrations/0006_guest_logs.sql"),
 ];
 
 /// Page cache of each reader connection, in KiB (as a negative

@@ -195,14 +195,15 @@ fn retry_delay(policy: Option<&str>, failures: u32, first_ms: i64, now: i64) -> 
 }
 
 /// Ends a work item with `outcome`: answers its task, or, for a failure
-/// its retry policy allows to retry, schedules the next attempt.
+/// its retry policy allows to retry, schedules the next attempt. `None` if
+/// the item was gone (completed by a duplicate run, or its instance ended).
 pub(super) fn finish_work(
     conn: &Connection,
     item: &WorkItem,
     outcome: TaskOutcome,
     now: i64,
     lease_ms: i64,
-) -> rusqlite::Result<Effects> {
+) -> rusqlite::Result<Option<Effects>> {
     let mut effects = Effects::default();
     let row: Option<(Option<String>, u32, i64)> = conn
         .prepare_cached("SELECT retry, failures, created_ms FROM work_items WHERE id = ?1")?
@@ -210,7 +211,7 @@ pub(super) fn finish_work(
         .optional()?;
     let Some((policy, failures, created_ms)) = row else {
         // Completed already (a duplicate run) or its instance ended.
-        return Ok(effects);
+        return Ok(None);
     };
     if let Err(error) = &outcome {
         let failures = failures + 1;
@@ -241,7 +242,7 @@ pub(super) fn finish_work(
                 work_item: item.id,
             };
             insert_timer(conn, instance, fires, retry_at, now, &mut effects)?;
-            return Ok(effects);
+            return Ok(Some(effects));
         }
     }
     conn.prepare_cached("DELETE FROM work_items WHERE id = ?1")?
@@ -254,7 +255,7 @@ pub(super) fn finish_work(
         now,
         &mut effects,
     )?;
-    Ok(effects)
+    Ok(Some(effects))
 }
 
 /// Creates the children an episode starts. A child whose id is taken by an

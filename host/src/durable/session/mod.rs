@@ -29,6 +29,7 @@ use super::model::{
     JournalEntry, NewChild, NewTimer, NewWorkItem, RuntimeStatus, StatusUpdate, TaskOutcome,
 };
 use super::upgrade::UpgradeRequest;
+use crate::sandbox::InstanceLog;
 use crate::storage::StorageError;
 use crate::time::now_ms;
 
@@ -158,6 +159,8 @@ pub(crate) struct Session {
     /// The orchestration's deterministic time (ms), shared with its WASI
     /// clocks.
     clock: Arc<AtomicI64>,
+    /// What the orchestrator logs live; stored with the next episode.
+    log: Arc<InstanceLog>,
     mailbox: mpsc::UnboundedReceiver<Signal>,
     shared: Arc<Shared>,
     /// Why the run stopped early, once it has.
@@ -185,6 +188,7 @@ impl Session {
             upgrade: None,
             verify_only: false,
             clock: Arc::new(AtomicI64::new(record.started_ms)),
+            log: Arc::new(InstanceLog::new(&record.name, None)),
             custom_status: record.custom_status.clone(),
             record,
             next_seq: 0,
@@ -209,7 +213,13 @@ impl Session {
             session.merge(message);
         }
         session.arrival_floor = arrival_floor;
+        session.log.set_replaying(!session.replay.is_empty());
         session
+    }
+
+    /// Where the orchestrator's log lines are kept until the next commit.
+    pub(crate) fn log(&self) -> &Arc<InstanceLog> {
+        &self.log
     }
 
     pub(crate) fn id(&self) -> &InstanceId {
@@ -302,6 +312,10 @@ impl Session {
         }
         self.next_seq += 1;
         self.clock.fetch_max(entry.at_ms, Ordering::Relaxed);
+        if self.replay.is_empty() {
+            // Past the journal: what the orchestrator logs now is new.
+            self.log.set_replaying(false);
+        }
         Ok(Some(entry.result))
     }
 
@@ -455,7 +469,8 @@ impl Session {
         &mut self,
         end: Option<(RuntimeStatus, String)>,
     ) -> Result<(), Fault> {
-        if self.scheduled.is_empty() && self.started && end.is_none() {
+        let logs = self.log.take();
+        if self.scheduled.is_empty() && logs.is_empty() && self.started && end.is_none() {
             return Ok(());
         }
         for (digest, bytes) in std::mem::take(&mut self.scheduled.child_code) {
@@ -496,6 +511,7 @@ impl Session {
                 custom_status: self.custom_status.clone(),
             },
             lease_ms: self.shared.lease_ms(),
+            logs,
         };
         let effects = self.shared.storage().commit_episode(episode).await?;
         self.started = true;

@@ -14,6 +14,9 @@
 //!   entities.
 //! - `Fetch` GETs a URL in its activity `FetchUrl` (outbound HTTP and
 //!   HTTPS).
+//! - `ChattyChain` logs a line before each of `steps` `Shout` calls and
+//!   prints one when done; `Shout` prints what it says, so a test can
+//!   check each line is stored once however often the instance replays.
 //! - `ClockProbe` reads the time, a guid and a HashMap's order, which must
 //!   be the same when the instance is replayed.
 
@@ -47,6 +50,21 @@ fn sleepy_chain(ctx: &OrchestrationContext, chain: Chain) -> Result<u32> {
 #[derive(Deserialize)]
 struct NapInput {
     ms: u64,
+}
+
+fn chatty_chain(ctx: &OrchestrationContext, steps: u32) -> Result<u32> {
+    for step in 0..steps {
+        perdure_sdk::log::info(&format!("step {step} starts"));
+        let _: String = ctx.call_activity("Shout", &format!("step {step}"))?;
+    }
+    println!("chatty chain done after {steps} steps");
+    Ok(steps)
+}
+
+fn shout(what: String) -> Result<String> {
+    println!("shouting {what}");
+    eprintln!("(to stderr) {what}");
+    Ok(what.to_uppercase())
 }
 
 fn nap(input: NapInput) -> Result<u64> {
@@ -160,6 +178,8 @@ perdure_sdk::export_app! {
     Function::activity("GateStep", gate_step),
     Function::activity("SayHello", say_hello),
     Function::orchestrator("SleepyChain", sleepy_chain),
+    Function::orchestrator("ChattyChain", chatty_chain),
+    Function::activity("Shout", shout),
     Function::activity("Nap", nap),
     Function::activity("Fail", fail),
     Function::orchestrator("HandlesFailure", handles_failure),

@@ -1,0 +1,115 @@
+//! What the dashboard reads besides the durable API (master key): counts
+//! of instances and queues (`/admin/stats`), an instance's timeline and
+//! its guest log lines.
+
+use http::StatusCode;
+use serde_json::json;
+
+use super::error::json_response;
+use super::{ApiError, HttpContext, HttpResponse};
+use crate::durable::model::InstanceId;
+use crate::time::{now_ms, rfc3339_ms};
+
+/// Log lines per page at most, and when `top` is not given.
+const MAX_LOG_PAGE: usize = 1000;
+
+fn instance_id(id: &str) -> Result<InstanceId, ApiError> {
+    InstanceId::parse(id).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn unknown(id: &InstanceId) -> ApiError {
+    ApiError::not_found(format!("no instance {id}"))
+}
+
+/// Instances by status, the queues, and what is in memory.
+pub(super) async fn stats(ctx: &HttpContext) -> Result<HttpResponse, ApiError> {
+    let backlog = ctx.engine.backlog().await?;
+    let snapshot = ctx.registry.snapshot();
+    let instances: serde_json::Map<String, serde_json::Value> =
+        crate::durable::model::RuntimeStatus::ALL
+            .into_iter()
+            .map(|status| {
+                let n = backlog
+                    .instances
+                    .iter()
+                    .find(|(s, _)| *s == status)
+                    .map_or(0, |(_, n)| *n);
+                (status.as_str().to_owned(), json!(n))
+            })
+            .collect();
+    let oldest_age_s = backlog
+        .oldest_work_item_ms
+        .map(|created| ((now_ms() - created).max(0) as f64) / 1000.0);
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "instances": instances,
+            "workItems": backlog.work_items,
+            "oldestWorkItemAgeSeconds": oldest_age_s,
+            "timersPending": backlog.timers,
+            "entityMessagesQueued": backlog.entity_messages,
+            "hotInstances": ctx.engine.hot_instances(),
+            "apps": snapshot.apps.len(),
+            "failedApps": snapshot.failures.len(),
+        }),
+    ))
+}
+
+/// The instance's tasks as bars (see `timeline.rs`).
+pub(super) async fn timeline(ctx: &HttpContext, id: &str) -> Result<HttpResponse, ApiError> {
+    let id = instance_id(id)?;
+    let history = ctx.engine.history(&id).await?.ok_or_else(|| unknown(&id))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &super::timeline::timeline(&history),
+    ))
+}
+
+/// The instance's guest log lines, oldest first: `after` (a line's id)
+/// pages on, `top` lines at most.
+pub(super) async fn logs(
+    ctx: &HttpContext,
+    id: &str,
+    query: &[(String, String)],
+) -> Result<HttpResponse, ApiError> {
+    let id = instance_id(id)?;
+    let number = |name: &str| -> Result<Option<i64>, ApiError> {
+        super::durable_views::param(query, name)
+            .map(|v| {
+                v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "{name} must be a non-negative integer, not {v:?}"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let after = number("after")?.unwrap_or(0);
+    let top = number("top")?.map_or(MAX_LOG_PAGE, |n| (n as usize).clamp(1, MAX_LOG_PAGE));
+    if ctx.engine.status(&id).await?.is_none() {
+        return Err(unknown(&id));
+    }
+    let lines = ctx.engine.logs(&id, after, top).await?;
+    let next = (lines.len() == top)
+        .then(|| lines.last().map(|l| l.id))
+        .flatten();
+    let lines: Vec<_> = lines
+        .iter()
+        .map(|stored| {
+            let line = &stored.line;
+            json!({
+                "id": stored.id,
+                "time": rfc3339_ms(line.at_ms),
+                "level": line.level,
+                "function": line.function,
+                "taskId": line.task_id,
+                "attempt": line.attempt,
+                "message": line.message,
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "instanceId": id.as_str(), "lines": lines, "next": next }),
+    ))
+}
