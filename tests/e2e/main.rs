@@ -6,6 +6,7 @@ mod admin;
 mod app_limits;
 mod crash;
 mod crash_points;
+mod dashboard;
 mod disk_full;
 mod durable_api;
 mod entities;

@@ -15,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use perdure::{Host, HostConfig};
 
+pub mod browser;
 pub mod child;
 pub mod load;
 

@@ -15,6 +15,10 @@ pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
     ("GET", "/metrics"),
+    ("GET", "/"),
+    ("POST", "/login"),
+    ("POST", "/logout"),
+    ("GET", "/dashboard/{file}"),
     ("GET", "/admin/health"),
     ("GET", "/admin/functions"),
     ("GET", "/admin/keys"),
@@ -179,7 +183,8 @@ mod tests {
             Lookup::NotFound
         );
         assert_eq!(lookup("GET", "/admin"), Lookup::NotFound);
-        assert_eq!(lookup("GET", "/"), Lookup::NotFound);
+        assert_eq!(lookup("GET", "/"), Lookup::Found("/"));
+        assert_eq!(lookup("GET", "/nowhere"), Lookup::NotFound);
         assert_eq!(lookup("POST", "/admin/keys/k1/extra"), Lookup::NotFound);
     }
 }

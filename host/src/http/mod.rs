@@ -8,6 +8,7 @@
 
 mod admin;
 mod api_routes;
+mod dashboard;
 mod durable;
 mod durable_views;
 mod entities;
@@ -175,6 +176,13 @@ async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
         Ok(openapi())
     } else if path == "/metrics" {
         metrics::handle(&ctx, &req).await
+    } else if let Some(page) = dashboard_route(&path) {
+        match page {
+            "" => Ok(dashboard::home(&ctx, &req)),
+            "/login" => dashboard::login(&ctx, req).await,
+            "/logout" => Ok(dashboard::logout()),
+            file => dashboard::asset(file.trim_start_matches("/dashboard/")),
+        }
     } else if let Some(rest) = path
         .strip_prefix(crate::durable::BASE_PATH)
         .and_then(|rest| rest.strip_prefix('/'))
@@ -187,7 +195,10 @@ async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
         // Not reached while the table and the dispatch above agree.
         Err(no_route(&path))
     };
-    let response = result.unwrap_or_else(ApiError::into_response);
+    let mut response = result.unwrap_or_else(ApiError::into_response);
+    if !path.starts_with("/api/") {
+        secure_headers(response.headers_mut());
+    }
     ctx.metrics.http_request(
         route,
         method.as_str(),
@@ -202,6 +213,40 @@ async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
         "request"
     );
     response
+}
+
+/// The dashboard's part of a path (`""` for the page at `/`), if it is
+/// one of the dashboard's.
+fn dashboard_route(path: &str) -> Option<&str> {
+    let trimmed = path.trim_end_matches('/');
+    (matches!(trimmed, "" | "/login" | "/logout") || trimmed.starts_with("/dashboard/"))
+        .then_some(trimmed)
+}
+
+/// Headers on every response of the host's own routes: a content security
+/// policy (the dashboard's pages may load this origin's scripts and
+/// styles; anything else may load nothing), no MIME sniffing, no framing,
+/// no referrer.
+fn secure_headers(headers: &mut HeaderMap) {
+    let html = headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    let policy = if html {
+        dashboard::PAGE_POLICY
+    } else {
+        "default-src 'none'; frame-ancestors 'none'"
+    };
+    let fixed = [
+        ("content-security-policy", policy),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+    ];
+    for (name, value) in fixed {
+        headers
+            .entry(name)
+            .or_insert(http::HeaderValue::from_static(value));
+    }
 }
 
 /// Refuses a request outside `/api/` that no route of the host's API
@@ -347,8 +392,17 @@ pub(crate) async fn read_body(
     }
 }
 
-/// Requires the master key.
+/// True if the request is the dashboard's, with a live session: as good
+/// as the master key.
+pub(crate) fn dashboard_session(ctx: &HttpContext, headers: &HeaderMap) -> bool {
+    dashboard::has_session(ctx, headers, true)
+}
+
+/// Requires the master key (or the dashboard's session).
 pub(crate) fn require_master(ctx: &HttpContext, req: &Request<Incoming>) -> Result<(), ApiError> {
+    if dashboard_session(ctx, req.headers()) {
+        return Ok(());
+    }
     let query = query_pairs(req);
     match presented_key(req.headers(), &query) {
         Some(key) if ctx.keys.is_master(&key) => Ok(()),

@@ -54,6 +54,9 @@ struct Retry {
 pub(super) struct Timeline {
     instance_id: String,
     name: String,
+    /// The app and the version (digest) the instance is pinned to.
+    app: String,
+    digest: String,
     status: &'static str,
     started_ms: i64,
     /// When it finished; `None` while it runs.
@@ -183,6 +186,8 @@ pub(super) fn timeline(history: &History) -> Timeline {
     Timeline {
         instance_id: record.id.to_string(),
         name: record.name.clone(),
+        app: record.app.clone(),
+        digest: record.digest.to_string(),
         status: record.status.as_str(),
         started_ms: record.started_ms,
         ended_ms: record.status.is_finished().then_some(record.updated_ms),
