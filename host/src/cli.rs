@@ -1,5 +1,8 @@
 //! The `perdure` command line. It lives in the library so that the test
 //! suite can run exactly this code as a child process (and kill it).
+//!
+//! `serve` runs a host; the other commands are clients of a running host's
+//! HTTP API (`remote/`). This file only wires them to clap.
 
 use crate::Host;
 use crate::keys::MasterKeySource;
@@ -12,7 +15,13 @@ use tracing_subscriber::EnvFilter;
 /// components: drop a `.wasm` function app into the functions folder and its
 /// HTTP functions are served under /api/ at once.
 #[derive(Parser)]
-#[command(name = "perdure", version, about, long_about = None)]
+#[command(
+    name = "perdure",
+    version,
+    about,
+    long_about = None,
+    after_help = crate::remote::exit::help()
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,6 +31,8 @@ struct Cli {
 enum Command {
     /// Serve the function apps of a folder, reloading them as files change.
     Serve(ServeSettings),
+    #[command(flatten)]
+    Remote(crate::remote::RemoteCommand),
 }
 
 /// Parses the command line and runs it; the whole of `perdure`'s `main`.
@@ -46,6 +57,10 @@ pub fn run() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        // The exit code is the command's result (see `remote/exit.rs`).
+        Command::Remote(command) => {
+            std::process::exit(runtime.block_on(crate::remote::run(command)))
+        }
     }
 }
 
@@ -110,5 +125,17 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Clap's own consistency checks (unique argument names, valid
+    /// `requires`), which it otherwise makes only when a command is parsed.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

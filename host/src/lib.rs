@@ -14,6 +14,7 @@ pub mod model;
 #[cfg(test)]
 mod properties;
 pub mod registry;
+pub mod remote;
 pub mod route;
 pub mod sandbox;
 pub mod settings;
