@@ -4,6 +4,7 @@
 
 mod admin;
 mod app_limits;
+mod cli;
 mod crash;
 mod crash_points;
 mod dashboard;
