@@ -304,6 +304,13 @@ async fn browse(
     browser
         .wait_for_text("#instance-status", "Completed")
         .await?;
+    // The timeline below the instance's details, for the picture.
+    client
+        .execute(
+            "document.getElementById('timeline').scrollIntoView()",
+            vec![],
+        )
+        .await?;
     browser.screenshot("fan-out-timeline.png").await?;
 
     // Raise the approval's event from its page; it completes.
