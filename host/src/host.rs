@@ -48,6 +48,9 @@ pub struct HostConfig {
     /// `/metrics` answers without the master key (for a scraper on a
     /// trusted network); by default it needs the key.
     pub metrics_open: bool,
+    /// An OTLP/HTTP collector (e.g. `http://127.0.0.1:4318`) that receives
+    /// instances' traces; `None`: no traces leave the host.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl HostConfig {
@@ -64,6 +67,7 @@ impl HostConfig {
             durable: EngineConfig::default(),
             max_db_bytes: None,
             metrics_open: false,
+            otlp_endpoint: None,
         }
     }
 
@@ -101,6 +105,8 @@ pub enum StartError {
     Outbound(#[from] OutboundSetupError),
     #[error(transparent)]
     Watch(#[from] WatchError),
+    #[error(transparent)]
+    Traces(#[from] crate::traces::TraceSetupError),
     #[error("the master key must be at least {MIN_MASTER_KEY_LEN} characters")]
     WeakMasterKey,
 }
@@ -194,11 +200,15 @@ impl Host {
             .map_err(io(format!("cannot create {}", cache_dir.display())))?;
         let registry = Arc::new(Registry::new(Arc::new(sandbox), cache, dir.clone()));
         let durable_storage: Arc<dyn DurableStorage> = storage.clone();
+        let mut engine_config = config.engine_config();
+        if let Some(endpoint) = &config.otlp_endpoint {
+            engine_config.traces = crate::traces::Traces::otlp(endpoint)?;
+        }
         let engine = Engine::new(
             durable_storage,
             registry.clone(),
             keys.clone(),
-            config.engine_config(),
+            engine_config,
         );
         registry.sandbox().set_client(&engine);
 

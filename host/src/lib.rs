@@ -20,6 +20,7 @@ pub mod sandbox;
 pub mod settings;
 pub mod storage;
 mod time;
+pub mod traces;
 pub mod watcher;
 
 pub use host::{Host, HostConfig, StartError};

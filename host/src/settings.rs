@@ -122,6 +122,13 @@ pub struct ServeSettings {
     /// [default: false]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub metrics_open: Option<bool>,
+
+    /// Export each orchestration instance's trace (its activities, timers,
+    /// event waits and sub-orchestrations as spans) to this OTLP/HTTP
+    /// collector, e.g. http://127.0.0.1:4318 (spans are POSTed, protobuf,
+    /// to /v1/traces). [default: no export, no connection]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Why the settings file was refused.
@@ -198,6 +205,10 @@ impl ServeSettings {
             shutdown_timeout_secs: self.shutdown_timeout_secs.or(under.shutdown_timeout_secs),
             max_db_size_mib: self.max_db_size_mib.or(under.max_db_size_mib),
             metrics_open: self.metrics_open.or(under.metrics_open),
+            otlp_endpoint: self
+                .otlp_endpoint
+                .filter(|e| !e.is_empty())
+                .or(under.otlp_endpoint),
         }
     }
 
@@ -238,6 +249,7 @@ impl ServeSettings {
         config.outbound_ca_file = self.outbound_ca_file;
         config.max_db_bytes = self.max_db_size_mib.map(|mib| mib.saturating_mul(1 << 20));
         config.metrics_open = self.metrics_open.unwrap_or(false);
+        config.otlp_endpoint = self.otlp_endpoint.filter(|e| !e.is_empty());
         config
     }
 }

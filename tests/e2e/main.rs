@@ -28,4 +28,5 @@ mod secrets;
 mod settings;
 mod shutdown;
 mod timers;
+mod traces;
 mod versions;

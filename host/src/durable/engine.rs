@@ -47,6 +47,8 @@ pub struct EngineConfig {
     /// Entities running a batch of operations at once (each holds a
     /// sandbox slot while it does).
     pub max_entity_batches: usize,
+    /// Where instances' and activities' spans go (nowhere by default).
+    pub traces: crate::traces::Traces,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +60,7 @@ impl Default for EngineConfig {
             max_activities: cores * 8,
             activity_lease: Duration::from_secs(120),
             max_entity_batches: cores * 4,
+            traces: crate::traces::Traces::disabled(),
         }
     }
 }
@@ -248,6 +251,10 @@ impl Shared {
 
     pub(crate) fn storage(&self) -> &Arc<dyn DurableStorage> {
         &self.storage
+    }
+
+    pub(crate) fn traces(&self) -> &crate::traces::Traces {
+        &self.config.traces
     }
 
     pub(crate) fn lease_ms(&self) -> i64 {
@@ -627,7 +634,11 @@ async fn run_leased_activity<P>(shared: Arc<Shared>, item: WorkItem, permits: P)
         &item.name,
         Some((item.task_id, item.attempt)),
     ));
+    let started_ms = crate::time::now_ms();
     let outcome = execute_activity(&shared, &item, &log).await;
+    if let Some(outcome) = &outcome {
+        shared.trace_activity(&item, started_ms, outcome);
+    }
     let logs = log.take();
     drop(permits);
     let Some(outcome) = outcome else {
@@ -704,6 +715,8 @@ async fn execute_activity(
         outbound: shared.registry.sandbox().outbound().clone(),
         name: item.name.clone(),
         instance_id: item.instance_id.to_string(),
+        task_id: item.task_id,
+        generation: item.generation,
         idempotency_key: item.idempotency_key(),
         attempt: item.attempt,
         log: log.clone(),

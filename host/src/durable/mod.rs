@@ -13,6 +13,8 @@ pub mod journal;
 pub mod model;
 pub mod retry;
 pub(crate) mod session;
+mod spans;
+pub mod timeline;
 mod timers;
 mod upgrade;
 pub mod urls;
@@ -154,6 +156,22 @@ impl Engine {
         input: String,
         parent: Option<InstanceId>,
     ) -> Result<InstanceId, StartError> {
+        self.start_new_traced(name, id, input, parent, None).await
+    }
+
+    /// As [`Self::start_new`], in the trace of `traceparent` (the W3C
+    /// header of the request that asked for it; an invalid one is ignored).
+    pub async fn start_new_traced(
+        &self,
+        name: &str,
+        id: Option<InstanceId>,
+        input: String,
+        parent: Option<InstanceId>,
+        traceparent: Option<&str>,
+    ) -> Result<InstanceId, StartError> {
+        let traceparent = traceparent
+            .and_then(crate::traces::TraceContext::parse)
+            .map(|c| c.header());
         serde_json::from_str::<serde::de::IgnoredAny>(&input)
             .map_err(|e| StartError::InvalidInput(e.to_string()))?;
         let app = self
@@ -179,7 +197,12 @@ impl Engine {
             started_ms: now,
             generation: 0,
         };
-        match self.shared.storage().create_instance(record).await? {
+        match self
+            .shared
+            .storage()
+            .create_instance(record, traceparent)
+            .await?
+        {
             CreateOutcome::Created => {
                 self.shared.deliver(&id, Signal::Wake);
                 Ok(id)
@@ -210,6 +233,19 @@ impl Engine {
         limit: usize,
     ) -> Result<Vec<model::StoredLogLine>, StorageError> {
         self.shared.storage().logs(id, after, limit).await
+    }
+
+    /// The `traceparent` an activity's outbound requests carry (see
+    /// `crate::traces`).
+    pub(crate) async fn activity_traceparent(
+        &self,
+        info: &crate::sandbox::ActivityInfo,
+    ) -> Option<String> {
+        let id = InstanceId::parse(&info.instance_id).ok()?;
+        self.shared
+            .activity_traceparent(&id, info.generation, info.task_id, info.attempt)
+            .await
+            .ok()
     }
 
     /// Instances held in memory by this host.
@@ -255,6 +291,19 @@ impl Engine {
         let output = serde_json::Value::String(reason.to_owned()).to_string();
         let (outcome, effects) = self.shared.storage().terminate(id, output).await?;
         self.shared.apply(effects);
+        if outcome == ChangeOutcome::Done
+            && self.shared.traces().enabled()
+            && let Some(record) = self.shared.storage().instance(id).await?
+        {
+            self.shared.trace_instance(
+                id,
+                record.generation,
+                &record.name,
+                record.started_ms,
+                RuntimeStatus::Terminated,
+                Some(format!("terminated: {reason}")),
+            );
+        }
         Ok(outcome)
     }
 

@@ -155,10 +155,15 @@ async fn start(
     // Accepted for compatibility; completion is awaited, not polled.
     seconds(&query, "pollingInterval")?;
     let base = base_url(ctx, req.headers());
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let input = json_body(ctx, req, "input").await?;
     let id = ctx
         .engine
-        .start_new(name, id, input, None)
+        .start_new_traced(name, id, input, None, traceparent.as_deref())
         .await
         .map_err(|e| match e {
             StartError::UnknownOrchestrator(_) | StartError::InvalidInput(_) => {

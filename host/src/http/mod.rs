@@ -17,7 +17,6 @@ mod metrics;
 mod observe;
 #[cfg(test)]
 mod properties;
-mod timeline;
 mod triggers;
 
 use std::borrow::Cow;

@@ -61,7 +61,7 @@ pub(super) async fn timeline(ctx: &HttpContext, id: &str) -> Result<HttpResponse
     let history = ctx.engine.history(&id).await?.ok_or_else(|| unknown(&id))?;
     Ok(json_response(
         StatusCode::OK,
-        &super::timeline::timeline(&history),
+        &crate::durable::timeline::timeline(&history),
     ))
 }
 

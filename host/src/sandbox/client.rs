@@ -132,21 +132,27 @@ impl client::Host for InvocationState {
             Ok(id) => id,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(match engine.start_new(&name, id, input, None).await {
-            Ok(id) => Ok(id.to_string()),
-            Err(e) => Err(match &e {
-                StartError::UnknownOrchestrator(_) => {
-                    error(types::ErrorCode::NotFound, e.to_string())
-                }
-                StartError::AlreadyRunning(..) => {
-                    error(types::ErrorCode::AlreadyExists, e.to_string())
-                }
-                StartError::InvalidInput(_) => {
-                    error(types::ErrorCode::InvalidArgument, e.to_string())
-                }
-                StartError::Storage(_) => error(types::ErrorCode::Internal, e.to_string()),
-            }),
-        })
+        let traceparent = self.traceparent.as_deref();
+        Ok(
+            match engine
+                .start_new_traced(&name, id, input, None, traceparent)
+                .await
+            {
+                Ok(id) => Ok(id.to_string()),
+                Err(e) => Err(match &e {
+                    StartError::UnknownOrchestrator(_) => {
+                        error(types::ErrorCode::NotFound, e.to_string())
+                    }
+                    StartError::AlreadyRunning(..) => {
+                        error(types::ErrorCode::AlreadyExists, e.to_string())
+                    }
+                    StartError::InvalidInput(_) => {
+                        error(types::ErrorCode::InvalidArgument, e.to_string())
+                    }
+                    StartError::Storage(_) => error(types::ErrorCode::Internal, e.to_string()),
+                }),
+            },
+        )
     }
 
     async fn get_status(

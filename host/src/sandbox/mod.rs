@@ -638,9 +638,15 @@ impl Sandbox {
         let started = Instant::now();
         let counted = caller.clone();
         let function = caller.function.clone();
+        let traceparent = request
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("traceparent"))
+            .map(|(_, value)| value.clone());
         let result = self
             .invoke(code, caller, Role::Plain, true, move |app, store| {
                 Box::pin(async move {
+                    store.data_mut().traceparent = traceparent;
                     app.perdure_functions_app()
                         .call_handle_http(store, &function, &request)
                         .await

@@ -188,6 +188,19 @@ impl outbound_http::Host for InvocationState {
             return Err(self.unavailable("outbound-http", FunctionKind::Activity));
         };
         let (client, config) = (info.outbound.clone(), info.config.clone());
+        let mut request = request;
+        let has_trace = request
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("traceparent"));
+        if !has_trace && let Some(engine) = &self.client {
+            // The activity's execution span: the service joins the trace.
+            if let Some(traceparent) = engine.activity_traceparent(info).await {
+                request
+                    .headers
+                    .push(("traceparent".to_owned(), traceparent));
+            }
+        }
         let result = send(&client, &config.outbound, request).await;
         if let Err(e) = &result {
             tracing::debug!(function = %self.caller.function, "outbound request failed: {}", e.message);

@@ -69,6 +69,10 @@ pub struct Caller {
 pub struct ActivityInfo {
     pub name: String,
     pub instance_id: String,
+    /// The seq of the call that scheduled it, and its instance's
+    /// generation then (for its trace context).
+    pub task_id: u64,
+    pub generation: u64,
     pub idempotency_key: String,
     pub attempt: u32,
     /// Its app's configuration (where it may send HTTP requests).
@@ -106,6 +110,9 @@ pub(crate) struct InvocationState {
     /// Where an orchestrator's or activity's log lines are kept for its
     /// instance (`None` for HTTP functions and entities).
     pub(crate) instance_log: Option<Arc<super::InstanceLog>>,
+    /// The `traceparent` of the HTTP request an HTTP function serves:
+    /// instances it starts join that trace.
+    pub(crate) traceparent: Option<String>,
 }
 
 /// An orchestrator's wall clock: its journaled orchestration time.
@@ -218,6 +225,7 @@ impl InvocationState {
             deadline: Instant::now() + time_limit,
             timed_out: false,
             instance_log,
+            traceparent: None,
         }
     }
 }

@@ -12,7 +12,9 @@ use super::entities;
 use super::observe;
 use super::sqlite::SqliteStorage;
 use super::tasks;
-use super::{Backlog, ChangeOutcome, CreateOutcome, DurableStorage, EventOutcome, StorageFuture};
+use super::{
+    Backlog, ChangeOutcome, CreateOutcome, DurableStorage, EventOutcome, StorageFuture, TraceOrigin,
+};
 use crate::durable::entities::model::{
     EntityBatch, EntityCommit, EntityId, EntityPage, EntityRecord, NewEntityOp,
 };
@@ -371,7 +373,11 @@ impl DurableStorage for SqliteStorage {
         }))
     }
 
-    fn create_instance(&self, record: InstanceRecord) -> StorageFuture<'_, CreateOutcome> {
+    fn create_instance(
+        &self,
+        record: InstanceRecord,
+        traceparent: Option<String>,
+    ) -> StorageFuture<'_, CreateOutcome> {
         Box::pin(self.write(move |conn| {
             let generation = match tasks::free_id(conn, record.id.as_str())? {
                 Ok(generation) => generation,
@@ -397,6 +403,7 @@ impl DurableStorage for SqliteStorage {
                     record.started_ms,
                 generation as i64,
             ])?;
+            observe::set_traceparent(conn, record.id.as_str(), traceparent.as_deref())?;
             Ok(CreateOutcome::Created)
         }))
     }
@@ -533,6 +540,11 @@ impl DurableStorage for SqliteStorage {
     ) -> StorageFuture<'_, Vec<StoredLogLine>> {
         let id = id.clone();
         Box::pin(self.read(move |conn| observe::logs(conn, id.as_str(), after, limit)))
+    }
+
+    fn trace_origin(&self, id: &InstanceId) -> StorageFuture<'_, Option<TraceOrigin>> {
+        let id = id.clone();
+        Box::pin(self.read(move |conn| observe::trace_origin(conn, id.as_str())))
     }
 
     fn backlog(&self) -> StorageFuture<'_, Backlog> {

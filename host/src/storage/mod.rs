@@ -147,6 +147,15 @@ pub struct Backlog {
     pub entity_messages: u64,
 }
 
+/// What an instance's trace derives from (see `crate::traces`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceOrigin {
+    pub parent_id: Option<String>,
+    pub parent_task: Option<u64>,
+    pub generation: u64,
+    pub traceparent: Option<String>,
+}
+
 /// What the durable engine keeps: instances, their journals and inboxes,
 /// work items, and the component versions instances are pinned to.
 pub trait DurableStorage: Send + Sync + 'static {
@@ -155,8 +164,19 @@ pub trait DurableStorage: Send + Sync + 'static {
 
     fn component(&self, digest: &str) -> StorageFuture<'_, Option<Vec<u8>>>;
 
-    /// Creates an instance, replacing a finished one with the same id.
-    fn create_instance(&self, record: InstanceRecord) -> StorageFuture<'_, CreateOutcome>;
+    /// Creates an instance, replacing a finished one with the same id;
+    /// `traceparent` is the W3C trace context of the request that started
+    /// it, if it carried one.
+    fn create_instance(
+        &self,
+        record: InstanceRecord,
+        traceparent: Option<String>,
+    ) -> StorageFuture<'_, CreateOutcome>;
+
+    /// Where an instance's trace comes from: its parent (and the task that
+    /// started it), its generation, and the `traceparent` it was started
+    /// with. `None` if the instance is gone.
+    fn trace_origin(&self, id: &InstanceId) -> StorageFuture<'_, Option<TraceOrigin>>;
 
     fn instance(&self, id: &InstanceId) -> StorageFuture<'_, Option<InstanceRecord>>;
 

@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::Backlog;
+use super::{Backlog, TraceOrigin};
 use crate::durable::model::{LogLine, RuntimeStatus, StoredLogLine};
 
 /// Counts of instances by status (from the `instances_by_status` index)
@@ -111,4 +111,45 @@ fn level_name(level: &str) -> &'static str {
     .into_iter()
     .find(|l| *l == level)
     .unwrap_or("info")
+}
+
+/// Keeps (or, with `None`, forgets) the traceparent an instance was
+/// started with.
+pub(super) fn set_traceparent(
+    conn: &Connection,
+    instance_id: &str,
+    traceparent: Option<&str>,
+) -> rusqlite::Result<()> {
+    match traceparent {
+        Some(header) => conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO instance_traces (instance_id, traceparent) VALUES (?1, ?2)",
+            )?
+            .execute(params![instance_id, header])?,
+        None => conn
+            .prepare_cached("DELETE FROM instance_traces WHERE instance_id = ?1")?
+            .execute([instance_id])?,
+    };
+    Ok(())
+}
+
+/// An instance's parent, parent task, generation and traceparent.
+pub(super) fn trace_origin(
+    conn: &Connection,
+    instance_id: &str,
+) -> rusqlite::Result<Option<TraceOrigin>> {
+    use rusqlite::OptionalExtension as _;
+    conn.prepare_cached(
+        "SELECT i.parent_id, i.parent_task, i.generation, t.traceparent
+         FROM instances i LEFT JOIN instance_traces t ON t.instance_id = i.id WHERE i.id = ?1",
+    )?
+    .query_row([instance_id], |row| {
+        Ok(TraceOrigin {
+            parent_id: row.get(0)?,
+            parent_task: row.get::<_, Option<i64>>(1)?.map(|t| t.max(0) as u64),
+            generation: row.get::<_, i64>(2)?.max(0) as u64,
+            traceparent: row.get(3)?,
+        })
+    })
+    .optional()
 }

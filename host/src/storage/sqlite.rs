@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_entities.sql"),
     include_str!("migrations/0005_generations.sql"),
     include_str!("migrations/0006_guest_logs.sql"),
+    include_str!("migrations/0007_traces.sql"),
 ];
 
 /// Page cache of each reader connection, in KiB (as a negative

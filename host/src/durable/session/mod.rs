@@ -477,6 +477,11 @@ impl Session {
             self.shared.keep_version(digest, bytes).await?;
         }
         let finishing = end.as_ref().is_some_and(|(status, _)| status.is_finished());
+        // How this generation ended, for its trace.
+        let ended = end.as_ref().map(|(status, output)| {
+            let error = (*status == RuntimeStatus::Failed).then(|| output.clone());
+            (*status, error)
+        });
         let mut continue_as_new = None;
         let (status, output) = match end {
             Some((RuntimeStatus::ContinuedAsNew, input)) => {
@@ -518,6 +523,17 @@ impl Session {
         self.shared.apply(effects);
         if finishing {
             self.shared.announce_finished();
+        }
+        if let Some((status, error)) = ended {
+            let record = &self.record;
+            self.shared.trace_instance(
+                &record.id,
+                record.generation,
+                &record.name,
+                record.started_ms,
+                status,
+                error,
+            );
         }
         Ok(())
     }

@@ -1,8 +1,9 @@
 //! An instance's history as a timeline: one bar per task it scheduled
 //! (activity, timer, sub-orchestration, event wait, entity call), from
 //! when it was scheduled to when its answer arrived, with failed attempts
-//! of retried tasks marked. The dashboard draws it; tasks scheduled
-//! together (a fan-out) overlap in time.
+//! of retried tasks marked. The dashboard draws it and the traces export
+//! it (one span per bar); tasks scheduled together (a fan-out) overlap in
+//! time.
 //!
 //! Invariant: computed from the same [`History`] the replay reads, so the
 //! picture shows what the journal holds, not what a log said.
@@ -12,56 +13,56 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::durable::journal::{self, kind};
-use crate::durable::model::{History, InboxBody};
+use super::journal::{self, kind};
+use super::model::{History, InboxBody};
 
 /// One task of the timeline.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Bar {
+pub struct Bar {
     /// The journal seq that scheduled it (its task id).
-    seq: u64,
+    pub seq: u64,
     /// `activity`, `timer`, `sub-orchestration`, `event` or `entity`.
-    kind: &'static str,
+    pub kind: &'static str,
     /// What it runs or waits for: the activity, orchestrator or event
     /// name, `entity@key.operation`, or `timer`.
-    name: String,
-    scheduled_ms: i64,
+    pub name: String,
+    pub scheduled_ms: i64,
     /// When its answer arrived or it was cancelled; `None` while pending.
-    ended_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
     /// `completed`, `failed`, `cancelled` or `pending`.
-    outcome: &'static str,
+    pub outcome: &'static str,
     /// Failed attempts of a retried task, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    retries: Vec<Retry>,
+    pub retries: Vec<Retry>,
     /// A timer's due time; a sub-orchestration's instance id.
     #[serde(skip_serializing_if = "Option::is_none")]
-    detail: Option<String>,
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Retry {
-    attempt: u32,
-    failed_ms: i64,
-    retry_at_ms: i64,
-    error: String,
+pub struct Retry {
+    pub attempt: u32,
+    pub failed_ms: i64,
+    pub retry_at_ms: i64,
+    pub error: String,
 }
 
 /// The timeline of an instance.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Timeline {
-    instance_id: String,
-    name: String,
+pub struct Timeline {
+    pub instance_id: String,
+    pub name: String,
     /// The app and the version (digest) the instance is pinned to.
-    app: String,
-    digest: String,
-    status: &'static str,
-    started_ms: i64,
+    pub app: String,
+    pub digest: String,
+    pub status: &'static str,
+    pub started_ms: i64,
     /// When it finished; `None` while it runs.
-    ended_ms: Option<i64>,
-    bars: Vec<Bar>,
+    pub ended_ms: Option<i64>,
+    pub bars: Vec<Bar>,
 }
 
 /// The kind of bar a journal entry starts, if it schedules a task.
@@ -125,7 +126,7 @@ fn event_answers(history: &History) -> HashMap<u64, i64> {
 }
 
 /// The timeline of `history`.
-pub(super) fn timeline(history: &History) -> Timeline {
+pub fn timeline(history: &History) -> Timeline {
     let record = &history.record;
     let arrivals: HashMap<i64, i64> = history.inbox.iter().map(|m| (m.arrival, m.at_ms)).collect();
     let mut completions: HashMap<u64, (i64, bool)> = HashMap::new();
