@@ -171,6 +171,8 @@ export function renderTimeline(root, tl, now = Date.now()) {
   scroll.setAttribute('role', 'list');
   const spacer = el('div', 'tl-spacer');
   spacer.style.height = `${bars.length * ROW}px`;
+  // Short histories take only the room they need.
+  scroll.style.height = `${Math.min(420, bars.length * ROW + 2)}px`;
   scroll.append(spacer);
   const tip = el('div', 'tl-tip');
   tip.hidden = true;

@@ -141,6 +141,7 @@ pub struct Sampled {
 
 /// Invocations of one function, by outcome (for the dashboard).
 #[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct InvocationCounts {
     pub total: u64,
     pub failed: u64,

@@ -186,6 +186,17 @@ async fn start_wait_status_list_and_purge() -> anyhow::Result<()> {
         .await?
         .json()?;
     assert_eq!(ids(&completed), ["fan-1", "fan-2", "other-1"]);
+    let named = cli(
+        &host,
+        &["list", "--name", "FanOutFanInOrchestrator", "--json"],
+    )
+    .await?
+    .json()?;
+    assert_eq!(ids(&named), ["fan-1", "fan-2", "other-1"]);
+    let unnamed = cli(&host, &["list", "--name", "NoSuchOrchestrator", "--json"])
+        .await?
+        .json()?;
+    assert_eq!(ids(&unnamed), Vec::<String>::new());
     let prefixed = cli(
         &host,
         &[

@@ -139,6 +139,9 @@ pub struct ListArgs {
     /// Only instances whose id starts with PREFIX.
     #[arg(long, value_name = "PREFIX")]
     pub prefix: Option<String>,
+    /// Only instances of this orchestrator (its exact name).
+    #[arg(long, value_name = "ORCHESTRATOR")]
+    pub name: Option<String>,
     /// Only instances created at or after TIME (e.g. 2026-01-31T12:00:00Z).
     #[arg(long, value_name = "TIME")]
     pub created_from: Option<String>,

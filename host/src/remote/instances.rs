@@ -158,6 +158,7 @@ pub(super) async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<i32> {
     }
     let optional = [
         ("instanceIdPrefix", &args.prefix),
+        ("name", &args.name),
         ("createdTimeFrom", &args.created_from),
         ("createdTimeTo", &args.created_to),
     ];
