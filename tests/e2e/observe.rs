@@ -48,12 +48,13 @@ async fn guest_logs_are_kept_per_instance_once_despite_replays() -> anyhow::Resu
     let mut expected = Vec::new();
     for step in 0..3 {
         expected.push(format!("info step {step} starts"));
+        expected.push(format!("info step {step} scheduled"));
         expected.push(format!("stdout shouting step {step}"));
         expected.push(format!("stderr (to stderr) step {step}"));
     }
     expected.push("stdout chatty chain done after 3 steps".to_owned());
     assert_eq!(messages(&logs), expected, "{logs}");
-    let activity_line = &logs["lines"][1];
+    let activity_line = &logs["lines"][2];
     assert_eq!(activity_line["function"], "Shout");
     assert_eq!(activity_line["attempt"], 1);
     assert!(activity_line["taskId"].is_u64(), "{activity_line}");

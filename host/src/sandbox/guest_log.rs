@@ -85,6 +85,16 @@ impl LineWriter {
     }
 
     fn accept(&mut self, bytes: &[u8]) {
+        if self
+            .out
+            .instance_log
+            .as_ref()
+            .is_some_and(|log| log.replaying())
+        {
+            // A replaying orchestrator printed this on an earlier run; it
+            // costs no budget.
+            return;
+        }
         let granted = take_budget(&self.out.budget, bytes.len());
         // Past the budget: note it once (the swap marks the budget as
         // exhausted-and-noted), then drop silently.

@@ -231,8 +231,10 @@ impl Session {
         self.clock.clone()
     }
 
+    /// True until the orchestrator makes a call the journal lacks (see
+    /// [`Self::replayed`]): what it does before that, it did before.
     pub(crate) fn is_replaying(&self) -> bool {
-        !self.replay.is_empty()
+        self.log.replaying()
     }
 
     /// Records why the run stops; the returned error unwinds the guest.
@@ -301,6 +303,11 @@ impl Session {
             if self.verify_only {
                 return Err(Fault::ReplayComplete);
             }
+            // The first call the journal lacks. What the orchestrator
+            // logged since the last recorded call was committed with that
+            // call's episode (commits happen only at blocking calls and at
+            // the end), so only what it logs from here on is new.
+            self.log.set_replaying(false);
             return Ok(None);
         };
         if entry.seq != seq || !call.matches(&entry) {
@@ -312,10 +319,6 @@ impl Session {
         }
         self.next_seq += 1;
         self.clock.fetch_max(entry.at_ms, Ordering::Relaxed);
-        if self.replay.is_empty() {
-            // Past the journal: what the orchestrator logs now is new.
-            self.log.set_replaying(false);
-        }
         Ok(Some(entry.result))
     }
 

@@ -55,7 +55,10 @@ struct NapInput {
 fn chatty_chain(ctx: &OrchestrationContext, steps: u32) -> Result<u32> {
     for step in 0..steps {
         perdure_sdk::log::info(&format!("step {step} starts"));
-        let _: String = ctx.call_activity("Shout", &format!("step {step}"))?;
+        let task = ctx.schedule_activity::<String>("Shout", &format!("step {step}"))?;
+        // Between a scheduling call and the await that blocks on it.
+        perdure_sdk::log::info(&format!("step {step} scheduled"));
+        let _ = ctx.when_all(vec![task])?;
     }
     println!("chatty chain done after {steps} steps");
     Ok(steps)
