@@ -15,6 +15,9 @@ const REFRESH_MS = 2000;
 
 const view = document.getElementById('view');
 let timers = [];
+// Counts navigations: a page that finishes loading after the next
+// navigation began shows nothing and keeps no timer.
+let navigation = 0;
 
 /** An element with attributes (`on*` are listeners) and children. */
 function h(tag, attrs = {}, ...children) {
@@ -88,8 +91,17 @@ function badge(status) {
   return h('span', { class: `badge ${status}` }, status);
 }
 
-function every(ms, fn) {
+/** Runs `fn` every `ms` while the page of navigation `token` is shown. */
+function every(token, ms, fn) {
+  if (token !== navigation) return;
   timers.push(setInterval(fn, ms));
+}
+
+/** Shows `nodes` as the page of navigation `token`, unless it is stale. */
+function show(token, ...nodes) {
+  if (token !== navigation) return false;
+  view.replaceChildren(...nodes);
+  return true;
 }
 
 function failure(error) {
@@ -162,7 +174,7 @@ function isoFromLocal(value) {
   return Number.isNaN(d.getTime()) ? null : d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
-async function countsPanel(selected) {
+async function countsPanel(token, selected) {
   const box = h('div', { class: 'counts', id: 'status-counts' });
   const fill = async () => {
     const { body } = await api('/admin/stats');
@@ -187,7 +199,7 @@ async function countsPanel(selected) {
     );
   };
   await fill();
-  every(REFRESH_MS, () => fill().catch(() => {}));
+  every(token, REFRESH_MS, () => fill().catch(() => {}));
   return box;
 }
 
@@ -196,11 +208,11 @@ async function orchestratorNames() {
   return body.apps.flatMap((app) => app.functions.filter((f) => f.kind === 'orchestrator').map((f) => f.name));
 }
 
-async function instancesPage() {
+async function instancesPage(token) {
   const params = hashParams();
   const selected = (params.get('status') || '').split(',').filter(Boolean);
   const names = await orchestratorNames().catch(() => []);
-  const counts = await countsPanel(selected);
+  const counts = await countsPanel(token, selected);
 
   const nameInput = h('input', { id: 'filter-name', list: 'orchestrator-names', value: params.get('name') || '', placeholder: 'any' });
   const prefixInput = h('input', { id: 'filter-prefix', value: params.get('prefix') || '', placeholder: 'any' });
@@ -285,7 +297,8 @@ async function instancesPage() {
     h('thead', {}, h('tr', {}, ['Instance', 'Orchestrator', 'Status', 'Created', 'Updated', 'Custom status'].map((t) => h('th', {}, t)))),
     tbody,
   );
-  view.replaceChildren(
+  show(
+    token,
     h('h1', {}, 'Instances'),
     counts,
     filters,
@@ -377,7 +390,7 @@ function logsPanel(id) {
   return { panel, load };
 }
 
-async function instancePage(id) {
+async function instancePage(token, id) {
   const [status, timeline] = await Promise.all([api(`${instancePath(id)}?showInput=true`), api(`/admin/instances/${encodeURIComponent(id)}/timeline`)]);
   const s = status.body;
   const tl = timeline.body;
@@ -395,7 +408,8 @@ async function instancePage(id) {
   );
   const timelineBox = h('div', { id: 'timeline' });
   const logs = logsPanel(id);
-  view.replaceChildren(
+  if (!show(
+    token,
     h('p', {}, h('a', { href: '#/instances' }, '← Instances')),
     h('h1', {}, h('span', { class: 'mono' }, id), ' ', statusBadge),
     actionButtons(id, s.runtimeStatus, reload),
@@ -403,7 +417,7 @@ async function instancePage(id) {
     h('div', { class: 'grid2' }, h('div', { class: 'panel' }, h('h2', {}, 'Input'), h('pre', {}, pretty(s.input))), h('div', { class: 'panel' }, h('h2', {}, 'Output'), h('pre', { id: 'instance-output' }, pretty(s.output)))),
     h('div', { class: 'panel' }, h('h2', {}, 'Timeline'), timelineBox),
     logs.panel,
-  );
+  )) return;
   const drawn = performance.now();
   renderTimeline(timelineBox, tl);
   document.body.dataset.timelineMs = String(Math.round(performance.now() - drawn));
@@ -411,7 +425,7 @@ async function instancePage(id) {
   await logs.load().catch((e) => toast(e.message, true));
   if (!FINISHED.has(s.runtimeStatus)) {
     // While it runs: follow its status; redraw everything when it changes.
-    every(REFRESH_MS, async () => {
+    every(token, REFRESH_MS, async () => {
       const { body } = await api(`${instancePath(id)}?showInput=false`).catch(() => ({ body: null }));
       if (body && (body.runtimeStatus !== s.runtimeStatus || body.lastUpdatedTime !== s.lastUpdatedTime)) route();
     });
@@ -420,7 +434,7 @@ async function instancePage(id) {
 
 // ---------------------------------------------------------------- apps
 
-async function appsPage() {
+async function appsPage(token) {
   const { body } = await api('/admin/functions');
   const panels = body.apps.map((app) => {
     const rows = app.functions.map((f) => {
@@ -457,12 +471,12 @@ async function appsPage() {
         : h('p', { class: 'muted' }, 'No functions (the app failed to load).'),
     );
   });
-  view.replaceChildren(h('h1', {}, 'Apps & functions'), ...(panels.length ? panels : [h('p', { class: 'muted' }, 'No apps in the functions folder yet: drop a .wasm into it.')]));
+  show(token, h('h1', {}, 'Apps & functions'), ...(panels.length ? panels : [h('p', { class: 'muted' }, 'No apps in the functions folder yet: drop a .wasm into it.')]));
 }
 
 // ---------------------------------------------------------------- entities
 
-async function entitiesPage() {
+async function entitiesPage(token) {
   const { body } = await api('/admin/functions');
   const names = body.apps.flatMap((app) => app.functions.filter((f) => f.kind === 'entity').map((f) => f.name));
   const panels = await Promise.all(
@@ -477,12 +491,14 @@ async function entitiesPage() {
       );
     }),
   );
-  view.replaceChildren(h('h1', {}, 'Entities'), ...(panels.length ? panels : [h('p', { class: 'muted' }, 'No entity functions are loaded.')]));
+  show(token, h('h1', {}, 'Entities'), ...(panels.length ? panels : [h('p', { class: 'muted' }, 'No entity functions are loaded.')]));
 }
 
 // ---------------------------------------------------------------- routing
 
 async function route() {
+  navigation += 1;
+  const token = navigation;
   for (const t of timers) clearInterval(t);
   timers = [];
   const hash = window.location.hash || '#/instances';
@@ -490,13 +506,16 @@ async function route() {
   const parts = path.split('/').filter(Boolean);
   for (const link of document.querySelectorAll('[data-nav]')) link.classList.toggle('active', link.dataset.nav === (parts[0] === 'instance' ? 'instances' : parts[0] || 'instances'));
   try {
-    if (parts[0] === 'instance' && parts[1]) await instancePage(decodeURIComponent(parts.slice(1).join('/')));
-    else if (parts[0] === 'apps') await appsPage();
-    else if (parts[0] === 'entities') await entitiesPage();
-    else await instancesPage();
+    if (parts[0] === 'instance' && parts[1]) await instancePage(token, decodeURIComponent(parts.slice(1).join('/')));
+    else if (parts[0] === 'apps') await appsPage(token);
+    else if (parts[0] === 'entities') await entitiesPage(token);
+    else await instancesPage(token);
+    if (token !== navigation) return;
     document.body.dataset.page = parts[0] || 'instances';
+    // Which navigation is shown (tests wait for it).
+    document.body.dataset.route = hash;
   } catch (e) {
-    if (e.status !== 401) view.replaceChildren(failure(e));
+    if (e.status !== 401) show(token, failure(e));
   }
 }
 

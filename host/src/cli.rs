@@ -88,8 +88,12 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         }
         (_, None) => {}
     }
+    let dashboard = host
+        .dashboard_addr()
+        .map_or_else(|| "off".to_owned(), |at| format!("http://{at}/"));
     tracing::info!(
         %addr,
+        dashboard,
         functions = %functions.display(),
         db = %db.display(),
         apps = host.registry().snapshot().apps.len(),

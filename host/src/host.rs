@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::durable::{Engine, EngineConfig};
-use crate::http::{HttpContext, HttpLimits};
+use crate::http::{HttpContext, HttpLimits, Listener};
 use crate::keys::{Keys, MasterKeySource};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -31,6 +31,10 @@ pub struct HostConfig {
     /// Compiled code cache; defaults to `<db>.cache` beside the database.
     pub cache_dir: Option<PathBuf>,
     pub listen: SocketAddr,
+    /// Where the dashboard is served, on a listener of its own (`None`:
+    /// no dashboard). Its own origin: pages that functions serve under
+    /// `/api/` cannot act with its session.
+    pub dashboard_listen: Option<SocketAddr>,
     /// Without one, a key is generated on first start and kept in the
     /// database.
     pub master_key: Option<String>,
@@ -60,6 +64,7 @@ impl HostConfig {
             db_path: db_path.into(),
             cache_dir: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 7071)),
+            dashboard_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7072))),
             master_key: None,
             sandbox: SandboxLimits::default(),
             outbound_ca_file: None,
@@ -148,6 +153,8 @@ pub struct Host {
     /// What in-flight requests and activities get to finish on shutdown.
     shutdown_grace: std::time::Duration,
     server: JoinHandle<()>,
+    dashboard_addr: Option<SocketAddr>,
+    dashboard_server: Option<JoinHandle<()>>,
     deployer: JoinHandle<()>,
     watch: Option<FolderWatch>,
 }
@@ -233,7 +240,20 @@ impl Host {
         let addr = listener
             .local_addr()
             .map_err(io("cannot read the listening address"))?;
-        let ctx = Arc::new(HttpContext {
+        let dashboard_listener = match config.dashboard_listen {
+            Some(at) => {
+                Some(listen(at).map_err(io(format!("cannot listen on {at} (the dashboard)")))?)
+            }
+            None => None,
+        };
+        let dashboard_addr = match &dashboard_listener {
+            Some(l) => Some(
+                l.local_addr()
+                    .map_err(io("cannot read the dashboard's address"))?,
+            ),
+            None => None,
+        };
+        let ctx = HttpContext {
             registry: registry.clone(),
             engine: engine.clone(),
             keys,
@@ -241,9 +261,15 @@ impl Host {
             local_addr: addr,
             metrics,
             metrics_open: config.metrics_open,
-        });
+            listener: Listener::Api,
+            dashboard_addr,
+        };
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let server = tokio::spawn(crate::http::serve(listener, ctx, shutdown_rx));
+        let dashboard_server = dashboard_listener.zip(dashboard_addr).map(|(l, at)| {
+            let ctx = Arc::new(ctx.for_dashboard(at));
+            tokio::spawn(crate::http::serve(l, ctx, shutdown_rx.clone()))
+        });
+        let server = tokio::spawn(crate::http::serve(listener, Arc::new(ctx), shutdown_rx));
         Ok(Self {
             addr,
             registry,
@@ -254,6 +280,8 @@ impl Host {
             shutdown,
             shutdown_grace: config.http.shutdown_grace,
             server,
+            dashboard_addr,
+            dashboard_server,
             deployer,
             watch: Some(watch),
         })
@@ -262,6 +290,11 @@ impl Host {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The dashboard's address, if it is served.
+    pub fn dashboard_addr(&self) -> Option<SocketAddr> {
+        self.dashboard_addr
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -290,7 +323,16 @@ impl Host {
         let _ = self.shutdown.send(true);
         let grace = self.shutdown_grace;
         let engine = self.engine.clone();
-        let (_, drained) = tokio::join!(&mut self.server, engine.drain(grace));
+        let dashboard = self.dashboard_server.take();
+        let (_, _, drained) = tokio::join!(
+            &mut self.server,
+            async {
+                if let Some(server) = dashboard {
+                    let _ = server.await;
+                }
+            },
+            engine.drain(grace)
+        );
         if !drained {
             tracing::warn!(
                 "activities still running after {grace:?}; they run again at the next start"

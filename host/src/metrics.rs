@@ -66,14 +66,14 @@ pub const OUTCOMES: [&str; 8] = [
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     route: Cow<'static, str>,
-    method: String,
+    method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: Cow<'static, str>,
-    method: String,
+    method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -303,7 +303,7 @@ impl Metrics {
     ) {
         let labels = RouteLabels {
             route,
-            method: method.to_owned(),
+            method: method_label(method),
         };
         self.http_seconds
             .get_or_create(&labels)
@@ -437,6 +437,18 @@ impl Register<'_> {
             .register_with_unit(name, help, Unit::Seconds, metric.clone());
         metric
     }
+}
+
+/// The `method` label: a standard method's name, or `other` (a client may
+/// send any token as a method; labels must stay a bounded set).
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("other")
 }
 
 fn gauge_value(n: u64) -> i64 {

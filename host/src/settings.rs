@@ -57,6 +57,12 @@ pub struct ServeSettings {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
+    /// Where the dashboard is served, on a listener of its own so that no
+    /// page a function serves shares its origin; `off` for none.
+    /// [default: 127.0.0.1, at the port after --listen's (7072)]
+    #[arg(long, value_name = "ADDR|off")]
+    pub dashboard_listen: Option<DashboardListen>,
+
     /// The master key: admin API, admin-level functions, and every
     /// function. Without one, a key is generated on first start, kept in
     /// the database and printed at start-up.
@@ -131,6 +137,45 @@ pub struct ServeSettings {
     pub otlp_endpoint: Option<String>,
 }
 
+/// `--dashboard-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum DashboardListen {
+    Off,
+    At(SocketAddr),
+}
+
+impl std::str::FromStr for DashboardListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self::Off);
+        }
+        s.parse().map(Self::At).map_err(|e| {
+            format!("{s:?} is neither an address such as 127.0.0.1:7072 nor `off`: {e}")
+        })
+    }
+}
+
+impl TryFrom<String> for DashboardListen {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// The dashboard's default address: loopback, at the port after the API's
+/// (an ephemeral port if the API's is one).
+pub fn dashboard_beside(api: SocketAddr) -> SocketAddr {
+    let port = match api.port() {
+        0 => 0,
+        port => port.saturating_add(1),
+    };
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// Why the settings file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -191,6 +236,7 @@ impl ServeSettings {
             db: self.db.or(under.db),
             cache_dir: self.cache_dir.or(under.cache_dir),
             listen: self.listen.or(under.listen),
+            dashboard_listen: self.dashboard_listen.or(under.dashboard_listen),
             master_key: self
                 .master_key
                 .filter(|k| !k.is_empty())
@@ -224,6 +270,11 @@ impl ServeSettings {
         if let Some(listen) = self.listen {
             config.listen = listen;
         }
+        config.dashboard_listen = match self.dashboard_listen {
+            Some(DashboardListen::Off) => None,
+            Some(DashboardListen::At(addr)) => Some(addr),
+            None => Some(dashboard_beside(config.listen)),
+        };
         config.master_key = self.master_key.filter(|k| !k.is_empty());
         config.sandbox = SandboxLimits {
             memory_bytes: self

@@ -57,7 +57,7 @@ async fn run() -> anyhow::Result<()> {
         bail!("the dashboard benchmark needs chromium and chromedriver");
     };
     let client = &browser.client;
-    client.goto(&host.url("/")).await?;
+    client.goto(&host.dashboard_url("/")).await?;
     client
         .find(Locator::Css("input[name=key]"))
         .await?
@@ -74,10 +74,12 @@ async fn run() -> anyhow::Result<()> {
     let mut loads = Vec::new();
     let mut draws = Vec::new();
     for _ in 0..ROUNDS {
-        client.goto(&host.url("/#/apps")).await?;
+        client.goto(&host.dashboard_url("/#/apps")).await?;
         browser.wait_for_count("tr.function-row", 1).await?;
         let started = Instant::now();
-        client.goto(&host.url(&format!("/#/instance/{id}"))).await?;
+        client
+            .goto(&host.dashboard_url(&format!("/#/instance/{id}")))
+            .await?;
         let drawn = eventually(DEADLINE, "the timeline to be drawn", || async {
             let value = client
                 .execute("return document.body.dataset.timelineBars === arguments[0] ? document.body.dataset.timelineMs : null", vec![bars.clone().into()])

@@ -24,7 +24,7 @@ fn header<'a>(r: &'a perdure_tests::TestResponse, name: &str) -> &'a str {
 
 async fn login(host: &TestHost, key: &str) -> anyhow::Result<perdure_tests::TestResponse> {
     let body = form_body(key);
-    host.request(
+    host.dashboard_request(
         Method::POST,
         "/login",
         &[("content-type", "application/x-www-form-urlencoded")],
@@ -42,13 +42,19 @@ fn form_body(key: &str) -> String {
 
 #[tokio::test]
 async fn the_dashboard_needs_a_session_and_keeps_the_key_out_of_pages() -> anyhow::Result<()> {
-    let host =
-        TestHost::start_with(&[("fan-out-fan-in.wasm", guests::FAN_OUT_FAN_IN)], |_| {}).await?;
+    let host = TestHost::start_with(
+        &[
+            ("fan-out-fan-in.wasm", guests::FAN_OUT_FAN_IN),
+            ("hostile.wasm", guests::HOSTILE),
+        ],
+        |_| {},
+    )
+    .await?;
     let id = host.start_instance("FanOutFanInOrchestrator", "{}").await?;
     host.wait_for_instance(&id, DEADLINE).await?;
 
     // Without a session: the login form, nothing else.
-    let r = host.get("/").await?;
+    let r = host.dashboard_get("/").await?;
     assert_eq!(r.status, 200);
     let page = r.text();
     assert!(page.contains("name=\"key\""), "{page}");
@@ -66,7 +72,7 @@ async fn the_dashboard_needs_a_session_and_keeps_the_key_out_of_pages() -> anyho
         &format!("/admin/instances/{id}/timeline"),
     ] {
         let r = host
-            .request(
+            .dashboard_request(
                 Method::GET,
                 path,
                 &[("x-perdure-dashboard", "1")],
@@ -100,12 +106,12 @@ async fn the_dashboard_needs_a_session_and_keeps_the_key_out_of_pages() -> anyho
 
     // The session opens the page, and the API only with the dashboard's header.
     let r = host
-        .request(Method::GET, "/", &[("cookie", &session)], Bytes::new())
+        .dashboard_request(Method::GET, "/", &[("cookie", &session)], Bytes::new())
         .await?;
     assert!(r.text().contains("/dashboard/app.js"), "{}", r.text());
     assert!(!r.text().contains(MASTER_KEY));
     let r = host
-        .request(
+        .dashboard_request(
             Method::GET,
             "/admin/stats",
             &[("cookie", &session)],
@@ -120,7 +126,7 @@ async fn the_dashboard_needs_a_session_and_keeps_the_key_out_of_pages() -> anyho
     );
     let with_header = [("cookie", session.as_str()), ("x-perdure-dashboard", "1")];
     let r = host
-        .request(Method::GET, "/admin/stats", &with_header, Bytes::new())
+        .dashboard_request(Method::GET, "/admin/stats", &with_header, Bytes::new())
         .await?;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
@@ -129,7 +135,7 @@ async fn the_dashboard_needs_a_session_and_keeps_the_key_out_of_pages() -> anyho
     );
     assert_eq!(header(&r, "x-content-type-options"), "nosniff");
     let r = host
-        .request(
+        .dashboard_request(
             Method::GET,
             &format!("/runtime/webhooks/durabletask/instances/{id}"),
             &with_header,
@@ -146,7 +152,7 @@ async fn the_dashboard_needs_a_session_and_keeps_the_key_out_of_pages() -> anyho
     // A forged or altered session is refused.
     let forged = session.replace(|c: char| c.is_ascii_hexdigit() && c != '0', "0");
     let r = host
-        .request(
+        .dashboard_request(
             Method::GET,
             "/admin/stats",
             &[("cookie", &forged), ("x-perdure-dashboard", "1")],
@@ -156,7 +162,7 @@ async fn the_dashboard_needs_a_session_and_keeps_the_key_out_of_pages() -> anyho
     assert_eq!(r.status, 401, "{forged}");
     let far_future = format!("perdure_session=99999999999999.{}", "ab".repeat(32));
     let r = host
-        .request(
+        .dashboard_request(
             Method::GET,
             "/admin/stats",
             &[("cookie", &far_future), ("x-perdure-dashboard", "1")],
@@ -167,13 +173,50 @@ async fn the_dashboard_needs_a_session_and_keeps_the_key_out_of_pages() -> anyho
 
     // Assets are code only and public; logging out clears the cookie.
     for asset in ["app.js", "timeline.js", "app.css"] {
-        let r = host.get(&format!("/dashboard/{asset}")).await?;
+        let r = host.dashboard_get(&format!("/dashboard/{asset}")).await?;
         assert_eq!(r.status, 200, "{asset}");
         assert!(!r.text().contains(MASTER_KEY));
     }
-    assert_eq!(host.get("/dashboard/secrets.txt").await?.status, 404);
+    assert_eq!(
+        host.dashboard_get("/dashboard/secrets.txt").await?.status,
+        404
+    );
+
+    // The session is the dashboard listener's alone: the API's listener
+    // (where functions serve pages) neither honours it nor serves the
+    // dashboard, functions never see it, and the dashboard's listener
+    // serves no function.
+    let r = host
+        .request(Method::GET, "/admin/stats", &with_header, Bytes::new())
+        .await?;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = host.get("/").await?;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        r.error_message().contains("its own address"),
+        "{}",
+        r.text()
+    );
+    let cookies = format!("theme=dark; {session}; lang=en");
     let r = host
         .request(
+            Method::GET,
+            "/api/hostile/snoop",
+            &[("cookie", &cookies)],
+            Bytes::new(),
+        )
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains("cookie: theme=dark; lang=en"),
+        "{}",
+        r.text()
+    );
+    assert!(!r.text().contains("perdure_session"), "{}", r.text());
+    let r = host.dashboard_get("/api/hostile/snoop").await?;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = host
+        .dashboard_request(
             Method::POST,
             "/logout",
             &[("cookie", &session)],
@@ -224,7 +267,7 @@ async fn browse(
     approval: &str,
 ) -> anyhow::Result<()> {
     let client = &browser.client;
-    client.goto(&host.url("/")).await?;
+    client.goto(&host.dashboard_url("/")).await?;
     let key = client.find(Locator::Css("input[name=key]")).await?;
     key.send_keys("wrong key, twelve+ chars").await?;
     client
@@ -264,7 +307,7 @@ async fn browse(
 
     // Filter by status from the page.
     client
-        .goto(&host.url("/#/instances?status=Running"))
+        .goto(&host.dashboard_url("/#/instances?status=Running"))
         .await?;
     browser
         .wait_for_count("#status-counts .count.selected", 1)
@@ -284,7 +327,7 @@ async fn browse(
 
     // The fan-out's timeline: one bar per activity, all scheduled at once.
     client
-        .goto(&host.url(&format!("/#/instance/{fan_out}")))
+        .goto(&host.dashboard_url(&format!("/#/instance/{fan_out}")))
         .await?;
     let bars = browser
         .wait_for_count("#timeline .bar[data-kind=activity]", 8)
@@ -315,7 +358,7 @@ async fn browse(
 
     // Raise the approval's event from its page; it completes.
     client
-        .goto(&host.url(&format!("/#/instance/{approval}")))
+        .goto(&host.dashboard_url(&format!("/#/instance/{approval}")))
         .await?;
     browser.wait_for_text("#instance-status", "Running").await?;
     browser
@@ -345,15 +388,20 @@ async fn browse(
         .await?;
     let done = host.instance(approval).await?.unwrap_or_default();
     assert_eq!(done["output"]["outcome"], "approved", "{done}");
-    browser.wait_for_count("#log-rows tr", 1).await?;
+    browser
+        .wait_for_count("#log-rows tr:not(.empty)", 1)
+        .await?;
 
     // Apps and functions with their invocation counts; entities.
-    client.goto(&host.url("/#/apps")).await?;
+    client.goto(&host.dashboard_url("/#/apps")).await?;
     browser.wait_for_count("tr.function-row", 2).await?;
-    let row = client
-        .find(Locator::Css("tr.function-row[data-name=ProcessTask]"))
+    // The sixth cell is the invocation count.
+    browser
+        .wait_for_text(
+            "tr.function-row[data-name=ProcessTask] td:nth-child(6)",
+            "8",
+        )
         .await?;
-    assert!(row.text().await?.contains('8'), "{}", row.text().await?);
     browser.screenshot("apps.png").await?;
 
     // No page put the key in a URL or in its markup.
@@ -363,8 +411,9 @@ async fn browse(
         "/#/entities",
         &format!("/#/instance/{fan_out}"),
     ] {
-        client.goto(&host.url(page)).await?;
-        browser.wait_for_count("body[data-page]", 1).await?;
+        client.goto(&host.dashboard_url(page)).await?;
+        let shown = format!("body[data-route=\"{}\"]", page.trim_start_matches('/'));
+        browser.wait_for_count(&shown, 1).await?;
         assert!(!client.current_url().await?.as_str().contains(MASTER_KEY));
         assert!(!client.source().await?.contains(MASTER_KEY), "{page}");
     }

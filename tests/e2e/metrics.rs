@@ -86,6 +86,10 @@ async fn metrics_parse_and_move_with_requests_and_instances() -> anyhow::Result<
     }
     let r = host.get("/api/nowhere/at/all").await?;
     assert_eq!(r.status, 404);
+    // Any token is a method to HTTP; the label keeps a bounded set.
+    let made_up = http::Method::from_bytes(b"BREW")?;
+    let r = host.request(made_up, "/api/nowhere", &[], "").await?;
+    assert_eq!(r.status, 404);
     let id = host
         .start_instance("FanOutFanInOrchestrator", r#"{"count": 5}"#)
         .await?;
@@ -114,8 +118,16 @@ async fn metrics_parse_and_move_with_requests_and_instances() -> anyhow::Result<
             "perdure_http_requests_total",
             &[("route", "unmatched"), ("status", "404")]
         ),
-        1.0,
+        2.0,
         "an unknown path is counted under one bounded label"
+    );
+    assert_eq!(
+        value(&after, "perdure_http_requests_total", &[("method", "other")]),
+        1.0
+    );
+    assert_eq!(
+        value(&after, "perdure_http_requests_total", &[("method", "BREW")]),
+        0.0
     );
     assert_eq!(
         value(

@@ -217,8 +217,16 @@ async fn sub_orchestrations_timers_and_event_waits_join_the_parents_trace() -> a
         "one trace per instance"
     );
 
-    // Each span once: ids are unique.
-    let spans = collector.spans();
+    // Each span once: the two instances make eight (two roots, the child's
+    // root, its task, the child's activity task and run, the timer, the
+    // event wait), with distinct ids.
+    let spans = eventually(DEADLINE, "eight spans", || async {
+        let spans = collector.spans();
+        Ok((spans.len() >= 8).then_some(spans))
+    })
+    .await?;
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(spans.len(), 8, "{names:?}");
     let mut seen = HashMap::new();
     for span in &spans {
         *seen.entry(span.span_id.clone()).or_insert(0) += 1;

@@ -108,6 +108,7 @@ impl TestHost {
         }
         let mut config = HostConfig::new(&functions, dir.path().join("perdure.db"));
         config.listen = "127.0.0.1:0".parse()?;
+        config.dashboard_listen = Some("127.0.0.1:0".parse()?);
         config.master_key = Some(MASTER_KEY.into());
         // Tests run many hosts in one process: keep each engine's reserved
         // address space small.
@@ -143,6 +144,46 @@ impl TestHost {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr())
+    }
+
+    /// A URL on the dashboard's own listener.
+    pub fn dashboard_url(&self, path: &str) -> String {
+        match self.host().dashboard_addr() {
+            Some(addr) => format!("http://{addr}{path}"),
+            None => format!("http://dashboard-disabled{path}"),
+        }
+    }
+
+    /// A request to the dashboard's listener.
+    pub async fn dashboard_request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> anyhow::Result<TestResponse> {
+        self.send_to(self.dashboard_url(path), method, headers, body.into())
+            .await
+    }
+
+    /// GET on the dashboard's listener, without a session.
+    pub async fn dashboard_get(&self, path: &str) -> anyhow::Result<TestResponse> {
+        self.dashboard_request(Method::GET, path, &[], Bytes::new())
+            .await
+    }
+
+    async fn send_to(
+        &self,
+        url: String,
+        method: Method,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> anyhow::Result<TestResponse> {
+        let mut builder = Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        send(&self.client, builder.body(Full::new(body))?).await
     }
 
     /// The address it serves on.
@@ -259,11 +300,8 @@ impl TestHost {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> anyhow::Result<TestResponse> {
-        let mut builder = Request::builder().method(method).uri(self.url(path));
-        for (name, value) in headers {
-            builder = builder.header(*name, *value);
-        }
-        send(&self.client, builder.body(Full::new(body.into()))?).await
+        self.send_to(self.url(path), method, headers, body.into())
+            .await
     }
 
     /// GET without a key.

@@ -60,6 +60,10 @@ const LOGIN_MESSAGE: &str = "<!--message-->";
 /// True if the request carries a live session cookie; for API requests
 /// (`api`), only with the dashboard header as well.
 pub(super) fn has_session(ctx: &HttpContext, headers: &HeaderMap, api: bool) -> bool {
+    if ctx.listener != super::Listener::Dashboard {
+        // Only the dashboard's own origin honours its session.
+        return false;
+    }
     if api && !headers.contains_key(DASHBOARD_HEADER) {
         return false;
     }
@@ -75,6 +79,18 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == COOKIE)
         .map(|(_, value)| value)
+}
+
+/// A `Cookie` header's value without the session cookie; `None` if
+/// nothing else is left.
+pub(super) fn without_session(cookies: &str) -> Option<String> {
+    let kept: Vec<&str> = cookies
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(name, _)| name) != COOKIE)
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
 }
 
 fn page(status: StatusCode, html: String) -> HttpResponse {

@@ -68,6 +68,17 @@ impl Default for HttpLimits {
     }
 }
 
+/// Which of the host's listeners a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// User functions (`/api/`) and the host's API, with keys.
+    Api,
+    /// The dashboard and the host's API, which also take its session.
+    /// User functions are not served here, so no page they serve shares
+    /// the dashboard's origin.
+    Dashboard,
+}
+
 /// What every request handler can reach.
 pub(crate) struct HttpContext {
     pub(crate) registry: Arc<Registry>,
@@ -78,6 +89,26 @@ pub(crate) struct HttpContext {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// `/metrics` needs no key.
     pub(crate) metrics_open: bool,
+    pub(crate) listener: Listener,
+    /// Where the dashboard is served, if it is.
+    pub(crate) dashboard_addr: Option<SocketAddr>,
+}
+
+impl HttpContext {
+    /// The same context for the dashboard's listener at `addr`.
+    pub(crate) fn for_dashboard(&self, addr: SocketAddr) -> Self {
+        Self {
+            registry: self.registry.clone(),
+            engine: self.engine.clone(),
+            keys: self.keys.clone(),
+            limits: self.limits.clone(),
+            local_addr: addr,
+            metrics: self.metrics.clone(),
+            metrics_open: self.metrics_open,
+            listener: Listener::Dashboard,
+            dashboard_addr: Some(addr),
+        }
+    }
 }
 
 /// Accepts connections until `shutdown` turns true, then gives in-flight
@@ -167,8 +198,14 @@ async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
     let path = req.uri().path().to_owned();
     let mut route = Cow::Borrowed(UNMATCHED);
     let result = if let Some(rest) = path.strip_prefix("/api/") {
-        let rest = rest.to_owned();
-        triggers::handle(&ctx, req, &rest, &mut route).await
+        if ctx.listener == Listener::Dashboard {
+            Err(ApiError::not_found(format!(
+                "user functions are not served on the dashboard's address; call /api/{rest} on the host's API address"
+            )))
+        } else {
+            let rest = rest.to_owned();
+            triggers::handle(&ctx, req, &rest, &mut route).await
+        }
     } else if let Err(refused) = api_route(&method, &path, &mut route) {
         Err(refused)
     } else if path == "/openapi.json" {
@@ -176,11 +213,19 @@ async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
     } else if path == "/metrics" {
         metrics::handle(&ctx, &req).await
     } else if let Some(page) = dashboard_route(&path) {
-        match page {
-            "" => Ok(dashboard::home(&ctx, &req)),
-            "/login" => dashboard::login(&ctx, req).await,
-            "/logout" => Ok(dashboard::logout()),
-            file => dashboard::asset(file.trim_start_matches("/dashboard/")),
+        match (ctx.listener, ctx.dashboard_addr) {
+            (Listener::Api, Some(at)) => Err(ApiError::not_found(format!(
+                "the dashboard is served on its own address: http://{at}{path}"
+            ))),
+            (Listener::Api, None) => Err(ApiError::not_found(
+                "this host serves no dashboard (--dashboard-listen off)",
+            )),
+            (Listener::Dashboard, _) => match page {
+                "" => Ok(dashboard::home(&ctx, &req)),
+                "/login" => dashboard::login(&ctx, req).await,
+                "/logout" => Ok(dashboard::logout()),
+                file => dashboard::asset(file.trim_start_matches("/dashboard/")),
+            },
         }
     } else if let Some(rest) = path
         .strip_prefix(crate::durable::BASE_PATH)

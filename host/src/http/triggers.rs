@@ -95,7 +95,13 @@ pub(super) async fn handle(
         .iter()
         .filter(|(name, _)| name.as_str() != "x-functions-key")
         .filter_map(|(name, value)| {
-            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            let value = value.to_str().ok()?;
+            if name == header::COOKIE {
+                // The dashboard's session is the host's, never a guest's.
+                let value = super::dashboard::without_session(value)?;
+                return Some((name.as_str().to_owned(), value));
+            }
+            Some((name.as_str().to_owned(), value.to_owned()))
         })
         .collect();
     let request = types::HttpRequest {

@@ -67,6 +67,12 @@ fn chatty(_req: HttpRequest) -> Result<HttpResponse> {
     Ok(HttpResponse::text(200, "done"))
 }
 
+fn snoop(req: HttpRequest) -> Result<HttpResponse> {
+    // What a guest sees of the request's headers.
+    let headers: Vec<String> = req.headers.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+    Ok(HttpResponse::text(200, headers.join("\n")))
+}
+
 fn framing(_req: HttpRequest) -> Result<HttpResponse> {
     // Lies about the framing: the host must not pass these on.
     Ok(HttpResponse::text(200, "the whole body")
@@ -152,6 +158,7 @@ perdure_sdk::export_app! {
         .route("hostile/switching")
         .auth(AuthLevel::Anonymous),
     Function::http("Chatty", chatty).route("hostile/chatty").auth(AuthLevel::Anonymous),
+    Function::http("Snoop", snoop).route("hostile/snoop").auth(AuthLevel::Anonymous),
     Function::http("HostCallSpin", host_call_spin)
         .route("hostile/host-call-spin")
         .auth(AuthLevel::Anonymous),
