@@ -209,7 +209,8 @@ impl Host {
         let durable_storage: Arc<dyn DurableStorage> = storage.clone();
         let mut engine_config = config.engine_config();
         if let Some(endpoint) = &config.otlp_endpoint {
-            engine_config.traces = crate::traces::Traces::otlp(endpoint)?;
+            let client = registry.sandbox().outbound().clone();
+            engine_config.traces = crate::traces::Traces::otlp(endpoint, client)?;
         }
         let engine = Engine::new(
             durable_storage,
@@ -263,6 +264,7 @@ impl Host {
             metrics_open: config.metrics_open,
             listener: Listener::Api,
             dashboard_addr,
+            login_failures: Default::default(),
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let dashboard_server = dashboard_listener.zip(dashboard_addr).map(|(l, at)| {

@@ -66,6 +66,13 @@ fn random_secret() -> Result<String, StorageError> {
     Ok(hex::encode(bytes))
 }
 
+fn random_epoch() -> Result<[u8; 16], StorageError> {
+    let mut epoch = [0u8; 16];
+    getrandom::fill(&mut epoch)
+        .map_err(|e| StorageError::Database(format!("no randomness for a session epoch: {e}")))?;
+    Ok(epoch)
+}
+
 /// Checks presented keys against the master key and the function keys.
 pub struct Keys {
     storage: Arc<dyn Storage>,
@@ -75,6 +82,9 @@ pub struct Keys {
     function_keys: RwLock<HashMap<Hash, Option<String>>>,
     /// HMAC key of the instance keys.
     instance_secret: Vec<u8>,
+    /// Mixed into dashboard session tokens: random per start and replaced
+    /// by [`Self::end_sessions`], so a restart or a logout ends sessions.
+    session_epoch: RwLock<[u8; 16]>,
 }
 
 impl Keys {
@@ -109,6 +119,7 @@ impl Keys {
             master,
             function_keys: RwLock::new(HashMap::new()),
             instance_secret: instance_secret.into_bytes(),
+            session_epoch: RwLock::new(random_epoch()?),
         };
         keys.reload().await?;
         Ok((keys, source, shown))
@@ -144,12 +155,29 @@ impl Keys {
     }
 
     /// A dashboard session token valid until `expires_ms`: the expiry and
-    /// its MAC, bound to the master key (a new master key ends every
-    /// session).
+    /// its MAC, bound to the master key and to this run's session epoch (a
+    /// new master key, a restart or a logout ends every session).
     pub fn session_token(&self, expires_ms: i64) -> String {
         let expires = expires_ms.to_string();
-        let mac = self.mac(&[b"perdure-session:", &self.master, b":", expires.as_bytes()]);
+        let epoch = *self.session_epoch.read().unwrap_or_else(|p| p.into_inner());
+        let mac = self.mac(&[
+            b"perdure-session:",
+            &self.master,
+            &epoch,
+            b":",
+            expires.as_bytes(),
+        ]);
         format!("{expires}.{mac}")
+    }
+
+    /// Ends every dashboard session (a logout: one key, one operator).
+    pub fn end_sessions(&self) {
+        if let Ok(epoch) = random_epoch() {
+            *self
+                .session_epoch
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = epoch;
+        }
     }
 
     /// True if `token` came from [`Self::session_token`] with this master

@@ -20,13 +20,11 @@
 //!   (dropped, and counted in the log, when the collector cannot keep up)
 //!   to one task that sends them in batches.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -42,6 +40,8 @@ use tokio::sync::mpsc;
 pub struct TraceContext {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
+    /// The trace flags (bit 0: sampled), kept as the caller sent them.
+    pub flags: u8,
 }
 
 impl TraceContext {
@@ -59,7 +59,8 @@ impl TraceContext {
             return None;
         }
         hex::decode(version).ok()?;
-        hex::decode(flags).ok()?;
+        let mut flag_byte = [0u8; 1];
+        hex::decode_to_slice(flags, &mut flag_byte).ok()?;
         let mut trace_id = [0u8; 16];
         let mut span_id = [0u8; 8];
         hex::decode_to_slice(trace, &mut trace_id).ok()?;
@@ -68,15 +69,20 @@ impl TraceContext {
         if trace_id == [0; 16] || span_id == [0; 8] || !lower(trace) || !lower(span) {
             return None;
         }
-        Some(Self { trace_id, span_id })
+        Some(Self {
+            trace_id,
+            span_id,
+            flags: flag_byte[0],
+        })
     }
 
-    /// The `traceparent` header naming this span (sampled).
+    /// The `traceparent` header naming this span.
     pub fn header(&self) -> String {
         format!(
-            "00-{}-{}-01",
+            "00-{}-{}-{:02x}",
             hex::encode(self.trace_id),
-            hex::encode(self.span_id)
+            hex::encode(self.span_id),
+            self.flags
         )
     }
 }
@@ -90,11 +96,16 @@ fn digest(parts: &[&[u8]]) -> [u8; 32] {
     hash.finalize().into()
 }
 
-/// A trace id derived from a root instance's id and generation.
-pub fn derived_trace_id(instance: &str, generation: u64) -> [u8; 16] {
+/// The flags of a trace this host starts: sampled (it exports them all).
+pub const SAMPLED: u8 = 1;
+
+/// A trace id derived from a root instance's id, its creation time (so
+/// that two hosts' instances with one id get two traces) and generation.
+pub fn derived_trace_id(instance: &str, created_ms: i64, generation: u64) -> [u8; 16] {
     let hash = digest(&[
         b"perdure-trace",
         instance.as_bytes(),
+        &created_ms.to_le_bytes(),
         &generation.to_le_bytes(),
     ]);
     let mut id = [0u8; 16];
@@ -196,20 +207,23 @@ impl Traces {
     }
 
     /// Exports to the OTLP/HTTP collector at `endpoint` (e.g.
-    /// `http://127.0.0.1:4318`; spans are POSTed to `/v1/traces`). Must be
-    /// called inside the tokio runtime.
-    pub fn otlp(endpoint: &str) -> Result<Self, TraceSetupError> {
+    /// `http://127.0.0.1:4318`; spans are POSTed to `/v1/traces`) through
+    /// `client` (http or https). Must be called inside the tokio runtime.
+    pub fn otlp(
+        endpoint: &str,
+        client: Arc<crate::sandbox::OutboundClient>,
+    ) -> Result<Self, TraceSetupError> {
         let base = endpoint.trim_end_matches('/');
         let url: http::Uri = format!("{base}/v1/traces")
             .parse()
             .map_err(|e| TraceSetupError(format!("{endpoint:?} is not a URL: {e}")))?;
-        if url.scheme_str() != Some("http") {
+        if !matches!(url.scheme_str(), Some("http" | "https")) {
             return Err(TraceSetupError(format!(
-                "{endpoint:?}: the OTLP endpoint must be an http:// URL (a local collector or agent)"
+                "{endpoint:?}: the OTLP endpoint must be an http:// or https:// URL"
             )));
         }
         let (queue, spans) = mpsc::channel(QUEUE);
-        tokio::spawn(export(spans, url));
+        tokio::spawn(export(spans, url, client));
         Ok(Self { queue: Some(queue) })
     }
 
@@ -302,9 +316,11 @@ pub fn encode(batch: Vec<SpanRecord>) -> Vec<u8> {
     request.encode_to_vec()
 }
 
-async fn export(mut spans: mpsc::Receiver<SpanRecord>, url: http::Uri) {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+async fn export(
+    mut spans: mpsc::Receiver<SpanRecord>,
+    url: http::Uri,
+    client: Arc<crate::sandbox::OutboundClient>,
+) {
     while let Some(first) = spans.recv().await {
         let mut batch = vec![first];
         let linger = tokio::time::sleep(LINGER);
@@ -340,9 +356,13 @@ mod tests {
 
     #[test]
     fn traceparent_round_trips_and_rejects_what_the_spec_does() {
-        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let context = TraceContext::parse(header);
-        assert_eq!(context.map(|c| c.header()).as_deref(), Some(header));
+        for header in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        ] {
+            let context = TraceContext::parse(header);
+            assert_eq!(context.map(|c| c.header()).as_deref(), Some(header));
+        }
         for bad in [
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
@@ -375,6 +395,7 @@ mod tests {
                 generation: 1
             })
         );
-        assert_ne!(derived_trace_id("i", 0), derived_trace_id("i", 1));
+        assert_ne!(derived_trace_id("i", 5, 0), derived_trace_id("i", 5, 1));
+        assert_ne!(derived_trace_id("i", 5, 0), derived_trace_id("i", 6, 0));
     }
 }

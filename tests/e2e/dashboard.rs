@@ -225,6 +225,24 @@ async fn the_dashboard_needs_a_session_and_keeps_the_key_out_of_pages() -> anyho
         .await?;
     assert_eq!(r.status, 303);
     assert!(header(&r, "set-cookie").contains("Max-Age=0"));
+    // The token itself is dead, not only the browser's copy.
+    let r = host
+        .dashboard_request(Method::GET, "/admin/stats", &with_header, Bytes::new())
+        .await?;
+    assert_eq!(r.status, 401, "a logged-out session: {}", r.text());
+    Ok(())
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled() -> anyhow::Result<()> {
+    let host = TestHost::start().await?;
+    for _ in 0..10 {
+        assert_eq!(login(&host, "a wrong key, long enough").await?.status, 401);
+    }
+    // Past ten failures a minute, even the right key waits.
+    let r = login(&host, MASTER_KEY).await?;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.headers.get("set-cookie").is_none());
     Ok(())
 }
 

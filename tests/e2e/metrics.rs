@@ -122,7 +122,11 @@ async fn metrics_parse_and_move_with_requests_and_instances() -> anyhow::Result<
         "an unknown path is counted under one bounded label"
     );
     assert_eq!(
-        value(&after, "perdure_http_requests_total", &[("method", "other")]),
+        value(
+            &after,
+            "perdure_http_requests_total",
+            &[("method", "other")]
+        ),
         1.0
     );
     assert_eq!(

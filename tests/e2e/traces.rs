@@ -227,6 +227,41 @@ async fn sub_orchestrations_timers_and_event_waits_join_the_parents_trace() -> a
     .await?;
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(spans.len(), 8, "{names:?}");
+
+    // Continue-as-new: each generation is a trace of its own.
+    let eternal = host
+        .start_instance("Generations", r#"{"generations": 3}"#)
+        .await?;
+    host.wait_for_instance(&eternal, DEADLINE).await?;
+    let roots = eventually(DEADLINE, "three generations' roots", || async {
+        let roots: Vec<Span> = collector
+            .spans()
+            .into_iter()
+            .filter(|s| s.name == "orchestration Generations")
+            .collect();
+        Ok((roots.len() >= 3).then_some(roots))
+    })
+    .await?;
+    let mut generations: Vec<(String, String)> = roots
+        .iter()
+        .map(|s| {
+            (
+                attribute(s, "perdure.generation").unwrap_or_default(),
+                attribute(s, "perdure.status").unwrap_or_default(),
+            )
+        })
+        .collect();
+    generations.sort();
+    assert_eq!(
+        generations,
+        [
+            ("0".to_owned(), "ContinuedAsNew".to_owned()),
+            ("1".to_owned(), "ContinuedAsNew".to_owned()),
+            ("2".to_owned(), "Completed".to_owned()),
+        ]
+    );
+    let traces: std::collections::HashSet<&Vec<u8>> = roots.iter().map(|s| &s.trace_id).collect();
+    assert_eq!(traces.len(), 3);
     let mut seen = HashMap::new();
     for span in &spans {
         *seen.entry(span.span_id.clone()).or_insert(0) += 1;

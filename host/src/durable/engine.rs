@@ -639,7 +639,7 @@ async fn run_leased_activity<P>(shared: Arc<Shared>, item: WorkItem, permits: P)
     if let Some(outcome) = &outcome {
         shared.trace_activity(&item, started_ms, outcome);
     }
-    let logs = log.take();
+    let mut logs = log.take();
     drop(permits);
     let Some(outcome) = outcome else {
         // Abandoned by a stopping host: it runs at the next start.
@@ -669,6 +669,16 @@ async fn run_leased_activity<P>(shared: Arc<Shared>, item: WorkItem, permits: P)
                     item = item.id,
                     "cannot record an activity's outcome (retried in {STORAGE_RETRY:?}): {e}"
                 );
+                if matches!(e, StorageError::Full(_)) && !logs.is_empty() {
+                    // The result matters; its log lines may be what does
+                    // not fit.
+                    tracing::warn!(
+                        item = item.id,
+                        lines = logs.len(),
+                        "dropping the activity's log lines to make room for its result"
+                    );
+                    logs.clear();
+                }
                 tokio::time::sleep(STORAGE_RETRY).await;
             }
             Err(e) => {

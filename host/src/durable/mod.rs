@@ -13,7 +13,7 @@ pub mod journal;
 pub mod model;
 pub mod retry;
 pub(crate) mod session;
-mod spans;
+pub(crate) mod spans;
 pub mod timeline;
 mod timers;
 mod upgrade;
@@ -54,6 +54,9 @@ pub enum StartError {
 pub struct Engine {
     shared: Arc<Shared>,
     keys: Arc<Keys>,
+    /// The last backlog read and when its query started: one query at a
+    /// time, shared by the requests that arrived before it began.
+    backlog: tokio::sync::Mutex<Option<(std::time::Instant, crate::storage::Backlog)>>,
 }
 
 /// Work items claimed per sweep of expired leases.
@@ -69,6 +72,7 @@ impl Engine {
         Arc::new(Self {
             shared: Shared::new(storage, registry, config),
             keys,
+            backlog: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -221,8 +225,21 @@ impl Engine {
     }
 
     /// Counts of instances by status and of the durable queues.
+    ///
+    /// The counts scan their tables, so one query runs at a time: a caller
+    /// that waited for one that started after it arrived takes its answer.
     pub async fn backlog(&self) -> Result<crate::storage::Backlog, StorageError> {
-        self.shared.storage().backlog().await
+        let arrived = std::time::Instant::now();
+        let mut last = self.backlog.lock().await;
+        if let Some((started, backlog)) = last.as_ref()
+            && *started >= arrived
+        {
+            return Ok(backlog.clone());
+        }
+        let started = std::time::Instant::now();
+        let backlog = self.shared.storage().backlog().await?;
+        *last = Some((started, backlog.clone()));
+        Ok(backlog)
     }
 
     /// Up to `limit` guest log lines of an instance past line id `after`.
@@ -246,6 +263,7 @@ impl Engine {
             .activity_traceparent(&id, info.generation, info.task_id, info.attempt)
             .await
             .ok()
+            .flatten()
     }
 
     /// Instances held in memory by this host.
@@ -295,14 +313,15 @@ impl Engine {
             && self.shared.traces().enabled()
             && let Some(record) = self.shared.storage().instance(id).await?
         {
-            self.shared.trace_instance(
-                id,
-                record.generation,
-                &record.name,
-                record.started_ms,
-                RuntimeStatus::Terminated,
-                Some(format!("terminated: {reason}")),
-            );
+            self.shared.trace_instance(spans::GenerationEnd {
+                id: id.clone(),
+                generation: record.generation,
+                name: record.name,
+                started_ms: record.started_ms,
+                status: RuntimeStatus::Terminated,
+                error: Some(format!("terminated: {reason}")),
+                history: None,
+            });
         }
         Ok(outcome)
     }

@@ -9,7 +9,7 @@ use super::engine::Shared;
 use super::model::{InstanceId, RuntimeStatus, TaskOutcome, WorkItem};
 use crate::storage::StorageError;
 use crate::time::now_ms;
-use crate::traces::{SpanOf, SpanRecord, TraceContext, derived_trace_id, span_id};
+use crate::traces::{SAMPLED, SpanOf, SpanRecord, TraceContext, derived_trace_id, span_id};
 
 /// Ancestors followed to find a root instance at most.
 const MAX_DEPTH: usize = 32;
@@ -18,10 +18,28 @@ const MAX_DEPTH: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TraceRoot {
     pub(crate) trace_id: [u8; 16],
+    /// The caller's trace flags, or sampled for a trace this host began.
+    pub(crate) flags: u8,
+    /// True if the trace came with the request that started the root.
+    pub(crate) propagated: bool,
     pub(crate) span_id: [u8; 8],
     /// The span that started it: the request's (from its `traceparent`)
     /// or, for a sub-orchestration, its parent's task.
     pub(crate) parent: Option<[u8; 8]>,
+}
+
+/// How an instance generation ended, for its trace.
+pub(crate) struct GenerationEnd {
+    pub(crate) id: InstanceId,
+    pub(crate) generation: u64,
+    pub(crate) name: String,
+    pub(crate) started_ms: i64,
+    pub(crate) status: RuntimeStatus,
+    /// Why it failed or was terminated.
+    pub(crate) error: Option<String>,
+    /// The generation's history, read before it ended, when ending it
+    /// replaced its journal (continue-as-new); else it is read now.
+    pub(crate) history: Option<super::model::History>,
 }
 
 impl Shared {
@@ -41,7 +59,7 @@ impl Shared {
         let mut chain: Vec<(InstanceId, u64, Option<u64>)> = Vec::new();
         let mut next = Some(id.clone());
         let mut given_generation = Some(generation);
-        let mut root_header = None;
+        let mut root_origin = None;
         while let Some(instance) = next.take() {
             let origin = self
                 .storage()
@@ -56,18 +74,21 @@ impl Shared {
                 .and_then(|p| InstanceId::parse(p).ok())
             {
                 Some(parent) if chain.len() < MAX_DEPTH => next = Some(parent),
-                _ => root_header = origin.traceparent,
+                _ => root_origin = Some(origin),
             }
         }
         let (root, root_generation) = chain
             .last()
             .map_or((id.clone(), generation), |(i, g, _)| (i.clone(), *g));
-        let context = root_header
-            .as_deref()
-            .filter(|_| root_generation == 0)
-            .and_then(TraceContext::parse);
+        let root_origin = root_origin.unwrap_or_default();
+        // The caller's trace holds for the generation it started.
+        let context = root_origin
+            .traceparent
+            .as_ref()
+            .filter(|(traced, _)| *traced == root_generation)
+            .and_then(|(_, header)| TraceContext::parse(header));
         let trace_id = context.map_or_else(
-            || derived_trace_id(root.as_str(), root_generation),
+            || derived_trace_id(root.as_str(), root_origin.created_ms, root_generation),
             |c| c.trace_id,
         );
         let parent = match chain.get(1) {
@@ -86,31 +107,42 @@ impl Shared {
         };
         Ok(TraceRoot {
             trace_id,
+            flags: context.map_or(SAMPLED, |c| c.flags),
+            propagated: context.is_some(),
             span_id: own,
             parent,
         })
     }
 
     /// The `traceparent` an activity's outbound requests carry: its
-    /// execution span in its instance's trace.
+    /// execution span in its instance's trace, when there is a trace to
+    /// carry on (this host exports spans, or the instance was started in a
+    /// caller's trace); `None` otherwise.
     pub(crate) async fn activity_traceparent(
         &self,
         instance: &InstanceId,
         generation: u64,
         seq: u64,
         attempt: u32,
-    ) -> Result<String, StorageError> {
+    ) -> Result<Option<String>, StorageError> {
         let root = self.trace_root(instance, generation).await?;
-        Ok(TraceContext {
-            trace_id: root.trace_id,
-            span_id: span_id(SpanOf::Attempt {
-                instance: instance.as_str(),
-                generation,
-                seq,
-                attempt,
-            }),
+        if !self.traces().enabled() && !root.propagated {
+            return Ok(None);
         }
-        .header())
+        let span = span_id(SpanOf::Attempt {
+            instance: instance.as_str(),
+            generation,
+            seq,
+            attempt,
+        });
+        Ok(Some(
+            TraceContext {
+                trace_id: root.trace_id,
+                span_id: span,
+                flags: root.flags,
+            }
+            .header(),
+        ))
     }
 
     /// Exports the span of one activity execution (`started_ms` to now).
@@ -161,19 +193,20 @@ impl Shared {
 
     /// Exports an instance generation that ended: its root span and, from
     /// its history, one span per task it scheduled.
-    pub(crate) fn trace_instance(
-        self: &Arc<Self>,
-        id: &InstanceId,
-        generation: u64,
-        name: &str,
-        started_ms: i64,
-        status: RuntimeStatus,
-        error: Option<String>,
-    ) {
+    pub(crate) fn trace_instance(self: &Arc<Self>, end: GenerationEnd) {
         if !self.traces().enabled() {
             return;
         }
-        let (shared, id, name) = (self.clone(), id.clone(), name.to_owned());
+        let GenerationEnd {
+            id,
+            generation,
+            name,
+            started_ms,
+            status,
+            error,
+            history,
+        } = end;
+        let shared = self.clone();
         let ended_ms = now_ms();
         tokio::spawn(async move {
             let Ok(root) = shared.trace_root(&id, generation).await else {
@@ -182,11 +215,18 @@ impl Shared {
             let instance = id.as_str();
             let traces = shared.traces();
             // The history of this generation, unless a newer one replaced it.
-            let history = shared.storage().history(&id).await.ok().flatten();
-            let bars = history
-                .filter(|h| h.record.generation == generation)
-                .map(|h| super::timeline::timeline(&h).bars)
-                .unwrap_or_default();
+            let history = match history {
+                Some(history) => Some(history),
+                None => shared.storage().history(&id).await.ok().flatten(),
+            };
+            let bars = match history.filter(|h| h.record.generation == generation) {
+                Some(history) => {
+                    tokio::task::spawn_blocking(move || super::timeline::timeline(&history).bars)
+                        .await
+                        .unwrap_or_default()
+                }
+                None => Vec::new(),
+            };
             for bar in bars {
                 traces.record(SpanRecord {
                     trace_id: root.trace_id,

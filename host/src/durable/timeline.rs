@@ -165,13 +165,17 @@ pub fn timeline(history: &History) -> Timeline {
         .filter_map(|entry| {
             let kind = bar_kind(&entry.kind)?;
             let request: Value = serde_json::from_str(&entry.request).unwrap_or(Value::Null);
-            let (ended_ms, outcome) = match (completions.get(&entry.seq), cancelled.get(&entry.seq))
+            // A cancelled task stays cancelled whatever arrives for it
+            // later (the orchestrator no longer hears it).
+            let (ended_ms, outcome) = match (cancelled.get(&entry.seq), completions.get(&entry.seq))
             {
-                (Some((at, true)), _) => (Some(*at), "completed"),
-                (Some((at, false)), _) => (Some(*at), "failed"),
-                (None, Some(at)) => (Some(*at), "cancelled"),
+                (Some(at), _) => (Some(*at), "cancelled"),
+                (None, Some((at, true))) => (Some(*at), "completed"),
+                (None, Some((at, false))) => (Some(*at), "failed"),
                 (None, None) => (None, "pending"),
             };
+            // An event raised before its wait answers it as it is scheduled.
+            let ended_ms = ended_ms.map(|at| at.max(entry.at_ms));
             Some(Bar {
                 seq: entry.seq,
                 kind,

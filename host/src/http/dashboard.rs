@@ -54,6 +54,38 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Failed logins allowed per [`FAILURE_WINDOW`], from anyone; past them,
+/// logins are refused until the window ends (the key is long and random,
+/// so this only slows guessing further).
+const MAX_FAILURES: u32 = 10;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Counts failed logins in the current window.
+#[derive(Debug, Default)]
+pub(crate) struct LoginFailures(std::sync::Mutex<Option<(std::time::Instant, u32)>>);
+
+impl LoginFailures {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(std::time::Instant, u32)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// False while the window's failures are used up.
+    fn allows(&self) -> bool {
+        match *self.lock() {
+            Some((since, failures)) => since.elapsed() >= FAILURE_WINDOW || failures < MAX_FAILURES,
+            None => true,
+        }
+    }
+
+    fn failed(&self) {
+        let mut window = self.lock();
+        match window.as_mut() {
+            Some((since, failures)) if since.elapsed() < FAILURE_WINDOW => *failures += 1,
+            _ => *window = Some((std::time::Instant::now(), 1)),
+        }
+    }
+}
+
 /// Where the login form's message goes.
 const LOGIN_MESSAGE: &str = "<!--message-->";
 
@@ -140,7 +172,14 @@ pub(super) async fn login(
         .find(|(name, _)| name == "key")
         .map(|(_, value)| value.into_owned())
         .unwrap_or_default();
+    if !ctx.login_failures.allows() {
+        return Ok(login_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "<p class=\"error\" role=\"alert\">Too many failed logins; try again in a minute.</p>",
+        ));
+    }
     if key.is_empty() || !ctx.keys.is_master(&key) {
+        ctx.login_failures.failed();
         tracing::info!("dashboard login refused: not the master key");
         return Ok(login_page(
             StatusCode::UNAUTHORIZED,
@@ -155,8 +194,12 @@ pub(super) async fn login(
     )))
 }
 
-/// `POST /logout`: clears the session cookie.
-pub(super) fn logout() -> HttpResponse {
+/// `POST /logout`: ends the sessions (when it comes with one) and clears
+/// the cookie.
+pub(super) fn logout(ctx: &HttpContext, req: &Request<Incoming>) -> HttpResponse {
+    if has_session(ctx, req.headers(), false) {
+        ctx.keys.end_sessions();
+    }
     redirect_home(format!(
         "{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"
     ))

@@ -92,6 +92,8 @@ pub(crate) struct HttpContext {
     pub(crate) listener: Listener,
     /// Where the dashboard is served, if it is.
     pub(crate) dashboard_addr: Option<SocketAddr>,
+    /// The dashboard's failed logins.
+    pub(crate) login_failures: dashboard::LoginFailures,
 }
 
 impl HttpContext {
@@ -107,6 +109,7 @@ impl HttpContext {
             metrics_open: self.metrics_open,
             listener: Listener::Dashboard,
             dashboard_addr: Some(addr),
+            login_failures: dashboard::LoginFailures::default(),
         }
     }
 }
@@ -223,7 +226,7 @@ async fn handle(ctx: Arc<HttpContext>, req: Request<Incoming>) -> HttpResponse {
             (Listener::Dashboard, _) => match page {
                 "" => Ok(dashboard::home(&ctx, &req)),
                 "/login" => dashboard::login(&ctx, req).await,
-                "/logout" => Ok(dashboard::logout()),
+                "/logout" => Ok(dashboard::logout(&ctx, &req)),
                 file => dashboard::asset(file.trim_start_matches("/dashboard/")),
             },
         }

@@ -59,10 +59,21 @@ pub(super) async fn stats(ctx: &HttpContext) -> Result<HttpResponse, ApiError> {
 pub(super) async fn timeline(ctx: &HttpContext, id: &str) -> Result<HttpResponse, ApiError> {
     let id = instance_id(id)?;
     let history = ctx.engine.history(&id).await?.ok_or_else(|| unknown(&id))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &crate::durable::timeline::timeline(&history),
-    ))
+    // Parsing and encoding a large history is work for a blocking thread.
+    tokio::task::spawn_blocking(move || {
+        json_response(
+            StatusCode::OK,
+            &crate::durable::timeline::timeline(&history),
+        )
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the timeline task failed: {e}"),
+        )
+    })
 }
 
 /// The instance's guest log lines, oldest first: `after` (a line's id)

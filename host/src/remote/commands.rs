@@ -89,10 +89,11 @@ fn exit_code(error: &anyhow::Error) -> i32 {
 
 /// `error: MESSAGE` on stderr, with the host's details if it sent any.
 fn report(error: &anyhow::Error) {
-    let mut text = format!("error: {error:#}");
+    let mut text = format!("error: {}", super::table::clean(&format!("{error:#}")));
     if let Some(RemoteError::Api(failure)) = error.downcast_ref::<RemoteError>()
         && let Some(details) = &failure.details
     {
+        let details = super::table::clean(&details.to_string());
         text.push_str(&format!("\n  details: {details}"));
     }
     eprintln!("{text}");

@@ -77,8 +77,9 @@ impl Table {
     }
 }
 
-/// A cell's text with control characters escaped (`\n`, `\t`, `\u{1b}`).
-fn clean(text: &str) -> String {
+/// A cell's text with control characters escaped (`\n`, `\t`, `\u{1b}`):
+/// what a host sends never moves the cursor or styles the terminal.
+pub(crate) fn clean(text: &str) -> String {
     if !text.chars().any(char::is_control) {
         return text.to_owned();
     }

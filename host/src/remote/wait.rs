@@ -120,7 +120,7 @@ impl<'a> Progress<'a> {
         let _ = write!(
             err,
             "\r{spinner} waiting for {}: {status}, {:.1}s\x1b[K",
-            self.id,
+            super::table::clean(self.id),
             elapsed.as_secs_f64()
         );
         let _ = err.flush();

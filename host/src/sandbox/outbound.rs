@@ -88,6 +88,17 @@ impl OutboundClient {
     }
 }
 
+impl OutboundClient {
+    /// Sends a request of the host's own (the trace exporter's) through
+    /// the shared pool: http, or https against the same roots.
+    pub(crate) fn request(
+        &self,
+        request: http::Request<Full<Bytes>>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
+        self.client.request(request)
+    }
+}
+
 fn error(code: types::ErrorCode, message: String) -> types::Error {
     types::Error {
         code,

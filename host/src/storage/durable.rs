@@ -403,7 +403,7 @@ impl DurableStorage for SqliteStorage {
                     record.started_ms,
                 generation as i64,
             ])?;
-            observe::set_traceparent(conn, record.id.as_str(), traceparent.as_deref())?;
+            observe::set_traceparent(conn, record.id.as_str(), generation, traceparent.as_deref())?;
             Ok(CreateOutcome::Created)
         }))
     }

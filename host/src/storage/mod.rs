@@ -153,7 +153,10 @@ pub struct TraceOrigin {
     pub parent_id: Option<String>,
     pub parent_task: Option<u64>,
     pub generation: u64,
-    pub traceparent: Option<String>,
+    pub created_ms: i64,
+    /// The `traceparent` it was started with, and the generation that
+    /// applies to.
+    pub traceparent: Option<(u64, String)>,
 }
 
 /// What the durable engine keeps: instances, their journals and inboxes,

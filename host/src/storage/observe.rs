@@ -1,7 +1,7 @@
 //! What operators read: counts of instances and of the queues, and the
 //! instances' guest log lines.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{Backlog, TraceOrigin};
 use crate::durable::model::{LogLine, RuntimeStatus, StoredLogLine};
@@ -41,6 +41,10 @@ pub(super) fn backlog(conn: &Connection) -> rusqlite::Result<Backlog> {
 
 /// Log lines kept per instance; older ones are deleted as new ones come.
 pub(super) const MAX_LINES_PER_INSTANCE: i64 = 5000;
+/// Lines an instance may have past [`MAX_LINES_PER_INSTANCE`] before a
+/// trim: trimming walks the instance's index, so it runs once per this
+/// many lines, not at every append.
+const TRIM_SLACK: i64 = 1000;
 
 /// Stores an instance's log lines (nothing if the instance is gone) and
 /// keeps only its newest [`MAX_LINES_PER_INSTANCE`].
@@ -67,11 +71,21 @@ pub(super) fn append_logs(
             line.message
         ])?;
     }
-    conn.prepare_cached(
-        "DELETE FROM guest_logs WHERE instance_id = ?1 AND id <=
-         (SELECT id FROM guest_logs WHERE instance_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-    )?
-    .execute(params![instance_id, MAX_LINES_PER_INSTANCE])?;
+    let stored: Option<i64> = conn
+        .prepare_cached(
+            "UPDATE instances SET log_lines = log_lines + ?2 WHERE id = ?1 RETURNING log_lines",
+        )?
+        .query_row(params![instance_id, lines.len() as i64], |row| row.get(0))
+        .optional()?;
+    if stored.is_some_and(|n| n > MAX_LINES_PER_INSTANCE + TRIM_SLACK) {
+        conn.prepare_cached(
+            "DELETE FROM guest_logs WHERE instance_id = ?1 AND id <=
+             (SELECT id FROM guest_logs WHERE instance_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )?
+        .execute(params![instance_id, MAX_LINES_PER_INSTANCE])?;
+        conn.prepare_cached("UPDATE instances SET log_lines = ?2 WHERE id = ?1")?
+            .execute(params![instance_id, MAX_LINES_PER_INSTANCE])?;
+    }
     Ok(())
 }
 
@@ -118,14 +132,16 @@ fn level_name(level: &str) -> &'static str {
 pub(super) fn set_traceparent(
     conn: &Connection,
     instance_id: &str,
+    generation: u64,
     traceparent: Option<&str>,
 ) -> rusqlite::Result<()> {
     match traceparent {
         Some(header) => conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO instance_traces (instance_id, traceparent) VALUES (?1, ?2)",
+                "INSERT OR REPLACE INTO instance_traces (instance_id, generation, traceparent)
+                 VALUES (?1, ?2, ?3)",
             )?
-            .execute(params![instance_id, header])?,
+            .execute(params![instance_id, generation as i64, header])?,
         None => conn
             .prepare_cached("DELETE FROM instance_traces WHERE instance_id = ?1")?
             .execute([instance_id])?,
@@ -138,9 +154,8 @@ pub(super) fn trace_origin(
     conn: &Connection,
     instance_id: &str,
 ) -> rusqlite::Result<Option<TraceOrigin>> {
-    use rusqlite::OptionalExtension as _;
     conn.prepare_cached(
-        "SELECT i.parent_id, i.parent_task, i.generation, t.traceparent
+        "SELECT i.parent_id, i.parent_task, i.generation, i.created_ms, t.generation, t.traceparent
          FROM instances i LEFT JOIN instance_traces t ON t.instance_id = i.id WHERE i.id = ?1",
     )?
     .query_row([instance_id], |row| {
@@ -148,8 +163,82 @@ pub(super) fn trace_origin(
             parent_id: row.get(0)?,
             parent_task: row.get::<_, Option<i64>>(1)?.map(|t| t.max(0) as u64),
             generation: row.get::<_, i64>(2)?.max(0) as u64,
-            traceparent: row.get(3)?,
+            created_ms: row.get(3)?,
+            traceparent: row
+                .get::<_, Option<i64>>(4)?
+                .zip(row.get::<_, Option<String>>(5)?)
+                .map(|(generation, header)| (generation.max(0) as u64, header)),
         })
     })
     .optional()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::durable::model::{InstanceId, InstanceRecord};
+    use crate::storage::{DurableStorage, SqliteStorage};
+
+    fn line(i: usize) -> LogLine {
+        LogLine {
+            at_ms: 0,
+            level: "info",
+            function: "F".into(),
+            task_id: None,
+            attempt: None,
+            message: format!("line {i}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_instance_keeps_its_newest_lines_and_trims_in_steps() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let storage = SqliteStorage::open(&dir.path().join("t.db"))?;
+        storage
+            .put_component("d".into(), Arc::from(&b"wasm"[..]))
+            .await?;
+        let id = InstanceId::parse("i1")?;
+        let record = InstanceRecord {
+            id: id.clone(),
+            name: "O".into(),
+            app: "a".into(),
+            digest: "d".into(),
+            status: RuntimeStatus::Running,
+            input: "null".into(),
+            output: None,
+            custom_status: None,
+            parent_id: None,
+            created_ms: 0,
+            updated_ms: 0,
+            started_ms: 0,
+            generation: 0,
+        };
+        storage.create_instance(record, None).await?;
+        let total = 7_000;
+        for batch in (0..total).collect::<Vec<_>>().chunks(100) {
+            let lines: Vec<LogLine> = batch.iter().map(|i| line(*i)).collect();
+            storage
+                .write(move |conn| append_logs(conn, "i1", &lines))
+                .await?;
+        }
+        let kept = storage.logs(&id, 0, usize::MAX).await?;
+        let count = kept.len() as i64;
+        assert!(
+            (MAX_LINES_PER_INSTANCE..=MAX_LINES_PER_INSTANCE + TRIM_SLACK).contains(&count),
+            "{count} lines kept"
+        );
+        assert_eq!(
+            kept.last().map(|l| l.line.message.as_str()),
+            Some("line 6999")
+        );
+        // An instance that is gone gets no lines.
+        storage
+            .write(|conn| append_logs(conn, "gone", &[line(0)]))
+            .await?;
+        let gone = InstanceId::parse("gone")?;
+        assert!(storage.logs(&gone, 0, 10).await?.is_empty());
+        Ok(())
+    }
 }

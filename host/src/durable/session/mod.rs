@@ -502,6 +502,17 @@ impl Session {
             Some((status, output)) => (status, Some(output)),
             None => (RuntimeStatus::Running, None),
         };
+        // Continuing as new replaces the journal: its trace reads it first.
+        let continued_history = match &ended {
+            Some((RuntimeStatus::ContinuedAsNew, _)) if self.shared.traces().enabled() => self
+                .shared
+                .storage()
+                .history(&self.record.id)
+                .await
+                .ok()
+                .flatten(),
+            _ => None,
+        };
         let scheduled = std::mem::take(&mut self.scheduled);
         let episode = Episode {
             instance_id: self.record.id.clone(),
@@ -529,14 +540,16 @@ impl Session {
         }
         if let Some((status, error)) = ended {
             let record = &self.record;
-            self.shared.trace_instance(
-                &record.id,
-                record.generation,
-                &record.name,
-                record.started_ms,
-                status,
-                error,
-            );
+            self.shared
+                .trace_instance(crate::durable::spans::GenerationEnd {
+                    id: record.id.clone(),
+                    generation: record.generation,
+                    name: record.name.clone(),
+                    started_ms: record.started_ms,
+                    status,
+                    error,
+                    history: continued_history,
+                });
         }
         Ok(())
     }

@@ -12,3 +12,6 @@ CREATE TABLE guest_logs (
     message     TEXT NOT NULL
 ) STRICT;
 CREATE INDEX guest_logs_by_instance ON guest_logs (instance_id, id);
+-- Lines stored per instance since its last trim, so that trimming runs
+-- only once the instance has many more than it keeps.
+ALTER TABLE instances ADD COLUMN log_lines INTEGER NOT NULL DEFAULT 0;
