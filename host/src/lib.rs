@@ -5,6 +5,8 @@ pub mod cli;
 pub mod config;
 pub mod durable;
 pub mod failpoint;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod host;
 mod http;
 pub mod keys;

@@ -19,6 +19,18 @@ mod observe;
 mod properties;
 mod triggers;
 
+/// The HTTP layer's parsers, for the fuzz targets (`fuzzing` feature).
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing {
+    /// Looks a request up in the host's route table, decodes its path's
+    /// segments and a `Cookie` header without the session.
+    pub(crate) fn request_line(method: &str, path: &str, cookie: &str) {
+        let _ = super::api_routes::lookup(method, path);
+        let _ = super::path_segments(path.split('/'));
+        let _ = super::dashboard::without_session(cookie);
+    }
+}
+
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -289,6 +289,7 @@ impl client::Host for InvocationState {
         timeout: u64,
     ) -> wasmtime::Result<types::HttpResponse> {
         let (engine, id) = self.instance_target(&instance_id)?;
+        self.waiting();
         let waited = engine
             .wait_for_completion(&id, Duration::from_millis(timeout))
             .await;

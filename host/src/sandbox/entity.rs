@@ -93,7 +93,7 @@ impl Sandbox {
             let started = Instant::now();
             let data = store.data_mut();
             data.timed_out = false;
-            data.deadline = Instant::now() + data.time_limit;
+            data.resumed();
             let request = EntityRequest {
                 key: entity.key.clone(),
                 operation: call.operation,

@@ -370,6 +370,9 @@ pub struct Sandbox {
     outbound: Arc<OutboundClient>,
     /// Invocations, instantiations and code-cache lookups are counted here.
     metrics: Arc<Metrics>,
+    /// The long lanes (see [`state::LONG_RUNNING`]): one fewer than the
+    /// cores, so one core is always left to short invocations.
+    long_lanes: Arc<tokio::sync::Semaphore>,
     _ticker: EpochTicker,
 }
 
@@ -434,6 +437,11 @@ impl Sandbox {
             client: std::sync::OnceLock::new(),
             outbound: Arc::new(outbound),
             metrics,
+            long_lanes: Arc::new(tokio::sync::Semaphore::new(
+                thread::available_parallelism()
+                    .map_or(1, |n| n.get().saturating_sub(1))
+                    .max(1),
+            )),
             _ticker: ticker,
         })
     }
@@ -498,6 +506,7 @@ impl Sandbox {
             limits.memory_bytes,
             limits.timeout,
             self.limits.log_bytes,
+            state::Lane::new(self.long_lanes.clone()),
         );
         state.client = client;
         let mut store = Store::new(&self.engine, state);
@@ -508,6 +517,13 @@ impl Sandbox {
             if Instant::now() >= state.deadline {
                 state.timed_out = true;
                 Ok(UpdateDeadline::Interrupt)
+            } else if state.computing_since.elapsed() >= state::LONG_RUNNING {
+                // Long-running: run on only while holding a long lane,
+                // taking turns with the others.
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(state.lane.next_turn()),
+                ))
             } else {
                 // Through tokio's own yield: it lets the worker poll the
                 // I/O driver before the guest runs again. wasmtime's plain

@@ -144,6 +144,7 @@ impl orchestration::Host for InvocationState {
         &mut self,
         tasks: Vec<u64>,
     ) -> wasmtime::Result<Vec<Result<Json, types::Error>>> {
+        self.waiting();
         let session = self.session()?;
         let outcomes = session.await_all(&tasks).await;
         let outcomes = outcomes.map_err(|fault| session.fail(fault))?;
@@ -155,6 +156,7 @@ impl orchestration::Host for InvocationState {
         &mut self,
         tasks: Vec<u64>,
     ) -> wasmtime::Result<(u32, Result<Json, types::Error>)> {
+        self.waiting();
         let session = self.session()?;
         let answer = session.await_any(&tasks).await;
         let (index, outcome) = answer.map_err(|fault| session.fail(fault))?;

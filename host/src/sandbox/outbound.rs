@@ -212,7 +212,10 @@ impl outbound_http::Host for InvocationState {
                     .push(("traceparent".to_owned(), traceparent));
             }
         }
+        self.waiting();
         let result = send(&client, &config.outbound, request).await;
+        // The wait is not computing (the time limit still counts it).
+        self.computing_since = std::time::Instant::now();
         if let Err(e) = &result {
             tracing::debug!(function = %self.caller.function, "outbound request failed: {}", e.message);
         }

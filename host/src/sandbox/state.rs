@@ -93,6 +93,49 @@ pub(crate) enum Role {
     Entity(Vec<crate::durable::entities::model::EntitySend>),
 }
 
+/// Computing this long without waiting makes an invocation long-running:
+/// from then on it runs only while it holds one of the sandbox's long
+/// lanes, which long-running invocations take in turns, one epoch tick at a
+/// time. Short invocations never queue for a lane, so they keep their
+/// latency next to guests that compute without end.
+pub(crate) const LONG_RUNNING: Duration = Duration::from_millis(10);
+
+/// An invocation's claim on the long lanes (see [`LONG_RUNNING`]).
+pub(crate) struct Lane {
+    lanes: Arc<tokio::sync::Semaphore>,
+    held: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
+}
+
+impl Lane {
+    pub(crate) fn new(lanes: Arc<tokio::sync::Semaphore>) -> Self {
+        Self {
+            lanes,
+            held: Arc::default(),
+        }
+    }
+
+    /// Gives the lane up (if held) and returns the wait for the next turn;
+    /// the semaphore is fair, so the invocations waiting go first.
+    pub(crate) fn next_turn(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.release();
+        let (lanes, held) = (self.lanes.clone(), self.held.clone());
+        async move {
+            if let Ok(permit) = lanes.acquire_owned().await {
+                *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
+            }
+            // Woken by the previous holder, the task would run at once,
+            // ahead of the worker's queue (tokio's LIFO slot); behind it,
+            // the short requests queued meanwhile go first.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    pub(crate) fn release(&self) {
+        let permit = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(permit);
+    }
+}
+
 /// The store data of one invocation.
 pub(crate) struct InvocationState {
     wasi: WasiCtx,
@@ -107,6 +150,9 @@ pub(crate) struct InvocationState {
     pub(crate) time_limit: Duration,
     pub(crate) deadline: Instant,
     pub(crate) timed_out: bool,
+    /// Since when the guest has computed without waiting.
+    pub(crate) computing_since: Instant,
+    pub(crate) lane: Lane,
     /// Where an orchestrator's or activity's log lines are kept for its
     /// instance (`None` for HTTP functions and entities).
     pub(crate) instance_log: Option<Arc<super::InstanceLog>>,
@@ -168,7 +214,15 @@ impl InvocationState {
     /// After a host call that may have blocked, the guest gets its full
     /// time limit again: the limit bounds computation, not waiting.
     pub(crate) fn resumed(&mut self) {
-        self.deadline = Instant::now() + self.time_limit;
+        let now = Instant::now();
+        self.deadline = now + self.time_limit;
+        self.computing_since = now;
+    }
+
+    /// Before a host call that waits (an await, an outbound request): a
+    /// waiting guest holds no long lane.
+    pub(crate) fn waiting(&mut self) {
+        self.lane.release();
     }
 
     /// A deny-by-default WASI context: no preopened directories, no
@@ -180,6 +234,7 @@ impl InvocationState {
         max_memory: usize,
         time_limit: Duration,
         log_budget: usize,
+        lane: Lane,
     ) -> Self {
         let tag = LogTag {
             app: caller.app.clone(),
@@ -224,6 +279,8 @@ impl InvocationState {
             time_limit,
             deadline: Instant::now() + time_limit,
             timed_out: false,
+            computing_since: Instant::now(),
+            lane,
             instance_log,
             traceparent: None,
         }
