@@ -21,10 +21,16 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 for target in "${targets[@]}"; do
   echo "== $target (${seconds}s)"
-  cargo fuzz run -s none --fuzz-dir fuzz "$target" -- -max_total_time="$seconds" -print_final_stats=1 2>&1 \
-    | grep -E "^(#[0-9]+.*DONE|Done|stat::number_of_executed_units|stat::peak_rss_mb|==|SUMMARY|thread|panicked)" || true
-  if [ -d "fuzz/artifacts/$target" ] && [ -n "$(ls -A "fuzz/artifacts/$target" 2>/dev/null)" ]; then
-    echo "FOUND: fuzz/artifacts/$target" >&2
+  log="$(mktemp)"
+  status=0
+  cargo fuzz run -s none --fuzz-dir fuzz "$target" -- -max_total_time="$seconds" -print_final_stats=1 \
+    >"$log" 2>&1 || status=$?
+  grep -E "^(#[0-9]+.*DONE|Done|stat::number_of_executed_units|stat::peak_rss_mb|==|SUMMARY|thread|panicked)" "$log" || true
+  if [ "$status" -ne 0 ]; then
+    # libFuzzer exits non-zero on a crash, a timeout or running out of
+    # memory; cargo does on a build error. Either way: look at the log.
+    tail -40 "$log" >&2
+    echo "FAILED: $target (exit $status; findings, if any, in fuzz/artifacts/$target)" >&2
     exit 1
   fi
 done

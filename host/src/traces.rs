@@ -72,7 +72,9 @@ impl TraceContext {
         Some(Self {
             trace_id,
             span_id,
-            flags: flag_byte[0],
+            // Only the sampled flag is defined for version 00; unknown
+            // bits are not passed on.
+            flags: flag_byte[0] & SAMPLED,
         })
     }
 

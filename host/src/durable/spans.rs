@@ -163,6 +163,10 @@ impl Shared {
             let Ok(root) = shared.trace_root(&item.instance_id, item.generation).await else {
                 return;
             };
+            if root.flags & SAMPLED == 0 {
+                // The caller asked for this trace not to be recorded.
+                return;
+            }
             let instance = item.instance_id.as_str();
             shared.traces().record(SpanRecord {
                 trace_id: root.trace_id,
@@ -212,6 +216,9 @@ impl Shared {
             let Ok(root) = shared.trace_root(&id, generation).await else {
                 return;
             };
+            if root.flags & SAMPLED == 0 {
+                return;
+            }
             let instance = id.as_str();
             let traces = shared.traces();
             // The history of this generation, unless a newer one replaced it.

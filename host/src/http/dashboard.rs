@@ -54,9 +54,9 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Failed logins allowed per [`FAILURE_WINDOW`], from anyone; past them,
-/// logins are refused until the window ends (the key is long and random,
-/// so this only slows guessing further).
+/// Failed logins answered per [`FAILURE_WINDOW`], from anyone; past them,
+/// wrong keys get 429 until the window ends (the right key still logs in,
+/// so the operator cannot be locked out).
 const MAX_FAILURES: u32 = 10;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -69,19 +69,19 @@ impl LoginFailures {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// False while the window's failures are used up.
-    fn allows(&self) -> bool {
-        match *self.lock() {
-            Some((since, failures)) => since.elapsed() >= FAILURE_WINDOW || failures < MAX_FAILURES,
-            None => true,
-        }
-    }
-
-    fn failed(&self) {
+    /// Counts a failed login; false once the window's failures are used
+    /// up (counting and checking are one step).
+    fn failed(&self) -> bool {
         let mut window = self.lock();
         match window.as_mut() {
-            Some((since, failures)) if since.elapsed() < FAILURE_WINDOW => *failures += 1,
-            _ => *window = Some((std::time::Instant::now(), 1)),
+            Some((since, failures)) if since.elapsed() < FAILURE_WINDOW => {
+                *failures = failures.saturating_add(1);
+                *failures <= MAX_FAILURES
+            }
+            _ => {
+                *window = Some((std::time::Instant::now(), 1));
+                true
+            }
         }
     }
 }
@@ -172,14 +172,15 @@ pub(super) async fn login(
         .find(|(name, _)| name == "key")
         .map(|(_, value)| value.into_owned())
         .unwrap_or_default();
-    if !ctx.login_failures.allows() {
-        return Ok(login_page(
-            StatusCode::TOO_MANY_REQUESTS,
-            "<p class=\"error\" role=\"alert\">Too many failed logins; try again in a minute.</p>",
-        ));
-    }
     if key.is_empty() || !ctx.keys.is_master(&key) {
-        ctx.login_failures.failed();
+        // The right key always passes, so nobody can lock the operator
+        // out; past the window's failures, wrong ones get 429.
+        if !ctx.login_failures.failed() {
+            return Ok(login_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "<p class=\"error\" role=\"alert\">Too many failed logins; try again in a minute.</p>",
+            ));
+        }
         tracing::info!("dashboard login refused: not the master key");
         return Ok(login_page(
             StatusCode::UNAUTHORIZED,

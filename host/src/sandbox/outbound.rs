@@ -195,6 +195,10 @@ impl outbound_http::Host for InvocationState {
         &mut self,
         request: outbound_http::OutgoingRequest,
     ) -> wasmtime::Result<Result<outbound_http::IncomingResponse, types::Error>> {
+        if !matches!(self.role, Role::Activity(_)) {
+            return Err(self.unavailable("outbound-http", FunctionKind::Activity));
+        }
+        self.waiting();
         let Role::Activity(info) = &self.role else {
             return Err(self.unavailable("outbound-http", FunctionKind::Activity));
         };
@@ -212,10 +216,9 @@ impl outbound_http::Host for InvocationState {
                     .push(("traceparent".to_owned(), traceparent));
             }
         }
-        self.waiting();
         let result = send(&client, &config.outbound, request).await;
         // The wait is not computing (the time limit still counts it).
-        self.computing_since = std::time::Instant::now();
+        self.done_waiting();
         if let Err(e) = &result {
             tracing::debug!(function = %self.caller.function, "outbound request failed: {}", e.message);
         }

@@ -100,6 +100,9 @@ pub(crate) enum Role {
 /// latency next to guests that compute without end.
 pub(crate) const LONG_RUNNING: Duration = Duration::from_millis(10);
 
+/// Longest wait for a long lane's turn (see [`Lane::next_turn`]).
+const LANE_WAIT: Duration = Duration::from_millis(50);
+
 /// An invocation's claim on the long lanes (see [`LONG_RUNNING`]).
 pub(crate) struct Lane {
     lanes: Arc<tokio::sync::Semaphore>,
@@ -120,7 +123,10 @@ impl Lane {
         self.release();
         let (lanes, held) = (self.lanes.clone(), self.held.clone());
         async move {
-            if let Ok(permit) = lanes.acquire_owned().await {
+            // A holder stuck in a host call that waits without saying so
+            // (a WASI sleep) keeps its lane; the others wait for a turn at
+            // most this long, then run on without one.
+            if let Ok(Ok(permit)) = tokio::time::timeout(LANE_WAIT, lanes.acquire_owned()).await {
                 *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
             }
             // Woken by the previous holder, the task would run at once,
@@ -152,7 +158,10 @@ pub(crate) struct InvocationState {
     pub(crate) timed_out: bool,
     /// Since when the guest has computed without waiting.
     pub(crate) computing_since: Instant,
+    /// When the current wait began (see [`Self::waiting`]).
+    waiting_since: Option<Instant>,
     pub(crate) lane: Lane,
+
     /// Where an orchestrator's or activity's log lines are kept for its
     /// instance (`None` for HTTP functions and entities).
     pub(crate) instance_log: Option<Arc<super::InstanceLog>>,
@@ -216,13 +225,30 @@ impl InvocationState {
     pub(crate) fn resumed(&mut self) {
         let now = Instant::now();
         self.deadline = now + self.time_limit;
-        self.computing_since = now;
+        self.done_waiting();
     }
 
-    /// Before a host call that waits (an await, an outbound request): a
-    /// waiting guest holds no long lane.
+    /// Before a host call that may wait (an await, an outbound request):
+    /// a waiting guest holds no long lane.
     pub(crate) fn waiting(&mut self) {
         self.lane.release();
+        self.waiting_since = Some(Instant::now());
+    }
+
+    /// After such a call: a real wait (a tick or more) starts the guest's
+    /// computing afresh; a call answered at once only does not count
+    /// toward it, so instant calls cannot keep a guest from being
+    /// long-running.
+    pub(crate) fn done_waiting(&mut self) {
+        let Some(since) = self.waiting_since.take() else {
+            return;
+        };
+        let waited = since.elapsed();
+        if waited >= super::EPOCH_TICK {
+            self.computing_since = Instant::now();
+        } else {
+            self.computing_since += waited;
+        }
     }
 
     /// A deny-by-default WASI context: no preopened directories, no
@@ -280,6 +306,7 @@ impl InvocationState {
             deadline: Instant::now() + time_limit,
             timed_out: false,
             computing_since: Instant::now(),
+            waiting_since: None,
             lane,
             instance_log,
             traceparent: None,
