@@ -128,12 +128,9 @@ impl Default for CommitMetrics {
 /// Figures read at scrape time from the database and the engine.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sampled {
-    pub instances: Vec<(RuntimeStatus, u64)>,
-    pub work_items: u64,
+    pub backlog: crate::storage::Backlog,
     /// Age of the oldest queued work item.
     pub oldest_work_item: Option<Duration>,
-    pub timers_pending: u64,
-    pub entity_messages: u64,
     pub apps_loaded: u64,
     pub load_failures: u64,
     pub hot_instances: u64,
@@ -391,27 +388,23 @@ impl Metrics {
     /// The text exposition of every metric, with `sampled` as the figures
     /// read at scrape time.
     pub fn render(&self, sampled: &Sampled) -> String {
+        let backlog = &sampled.backlog;
         for status in RuntimeStatus::ALL {
-            let n = sampled
-                .instances
-                .iter()
-                .find(|(s, _)| *s == status)
-                .map_or(0, |(_, n)| *n);
             self.instances
                 .get_or_create(&StatusLabels {
                     status: status.as_str(),
                 })
-                .set(gauge_value(n));
+                .set(gauge_value(backlog.count(status)));
         }
-        self.work_items.set(gauge_value(sampled.work_items));
+        self.work_items.set(gauge_value(backlog.work_items));
         self.work_item_age.set(
             sampled
                 .oldest_work_item
                 .map_or(0.0, |age| age.as_secs_f64()),
         );
-        self.timers_pending.set(gauge_value(sampled.timers_pending));
+        self.timers_pending.set(gauge_value(backlog.timers));
         self.entity_messages
-            .set(gauge_value(sampled.entity_messages));
+            .set(gauge_value(backlog.entity_messages));
         self.apps_loaded.set(gauge_value(sampled.apps_loaded));
         self.load_failures.set(gauge_value(sampled.load_failures));
         self.hot_instances.set(gauge_value(sampled.hot_instances));
@@ -481,7 +474,10 @@ mod tests {
         let counts = metrics.invocation_counts("hello", "Greet", FunctionKind::Http);
         assert_eq!((counts.total, counts.failed), (2, 1));
         let text = metrics.render(&Sampled {
-            instances: vec![(RuntimeStatus::Running, 3)],
+            backlog: crate::storage::Backlog {
+                instances: vec![(RuntimeStatus::Running, 3)],
+                ..Default::default()
+            },
             ..Sampled::default()
         });
         assert!(text.contains(

@@ -11,7 +11,6 @@ use super::error::{empty, json_response};
 use super::{ApiError, HttpContext, HttpResponse, read_body, require_master};
 use serde_json::{Value, json};
 
-use crate::durable::model::InstanceId;
 use crate::durable::{UpgradeError, UpgradeOutcome};
 use crate::keys::KeyError;
 use crate::metrics::InvocationCounts;
@@ -217,7 +216,7 @@ fn upgrade_view(id: &str, result: Result<UpgradeOutcome, UpgradeError>) -> (Stat
 
 /// `POST /admin/instances/{id}/upgrade`.
 async fn upgrade_one(ctx: &HttpContext, id: &str) -> Result<HttpResponse, ApiError> {
-    let instance = InstanceId::parse(id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let instance = super::durable::parse_id(id)?;
     let (status, view) = upgrade_view(id, ctx.engine.upgrade(&instance).await);
     Ok(json_response(status, &view))
 }

@@ -80,7 +80,8 @@ pub(super) fn no_route(method: &Method, rest: &str) -> ApiError {
     ))
 }
 
-fn parse_id(id: &str) -> Result<InstanceId, ApiError> {
+/// An instance id from a path, or 400.
+pub(super) fn parse_id(id: &str) -> Result<InstanceId, ApiError> {
     InstanceId::parse(id).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 

@@ -7,15 +7,11 @@ use serde_json::json;
 
 use super::error::json_response;
 use super::{ApiError, HttpContext, HttpResponse};
-use crate::durable::model::InstanceId;
-use crate::time::{now_ms, rfc3339_ms};
+use crate::durable::model::{InstanceId, RuntimeStatus};
+use crate::time::rfc3339_ms;
 
 /// Log lines per page at most, and when `top` is not given.
 const MAX_LOG_PAGE: usize = 1000;
-
-fn instance_id(id: &str) -> Result<InstanceId, ApiError> {
-    InstanceId::parse(id).map_err(|e| ApiError::bad_request(e.to_string()))
-}
 
 fn unknown(id: &InstanceId) -> ApiError {
     ApiError::not_found(format!("no instance {id}"))
@@ -23,41 +19,30 @@ fn unknown(id: &InstanceId) -> ApiError {
 
 /// Instances by status, the queues, and what is in memory.
 pub(super) async fn stats(ctx: &HttpContext) -> Result<HttpResponse, ApiError> {
-    let backlog = ctx.engine.backlog().await?;
-    let snapshot = ctx.registry.snapshot();
-    let instances: serde_json::Map<String, serde_json::Value> =
-        crate::durable::model::RuntimeStatus::ALL
-            .into_iter()
-            .map(|status| {
-                let n = backlog
-                    .instances
-                    .iter()
-                    .find(|(s, _)| *s == status)
-                    .map_or(0, |(_, n)| *n);
-                (status.as_str().to_owned(), json!(n))
-            })
-            .collect();
-    let oldest_age_s = backlog
-        .oldest_work_item_ms
-        .map(|created| ((now_ms() - created).max(0) as f64) / 1000.0);
+    let sampled = super::metrics::sample(ctx).await?;
+    let backlog = &sampled.backlog;
+    let instances: serde_json::Map<String, serde_json::Value> = RuntimeStatus::ALL
+        .into_iter()
+        .map(|status| (status.as_str().to_owned(), json!(backlog.count(status))))
+        .collect();
     Ok(json_response(
         StatusCode::OK,
         &json!({
             "instances": instances,
             "workItems": backlog.work_items,
-            "oldestWorkItemAgeSeconds": oldest_age_s,
+            "oldestWorkItemAgeSeconds": sampled.oldest_work_item.map(|age| age.as_secs_f64()),
             "timersPending": backlog.timers,
             "entityMessagesQueued": backlog.entity_messages,
-            "hotInstances": ctx.engine.hot_instances(),
-            "apps": snapshot.apps.len(),
-            "failedApps": snapshot.failures.len(),
+            "hotInstances": sampled.hot_instances,
+            "apps": sampled.apps_loaded,
+            "failedApps": sampled.load_failures,
         }),
     ))
 }
 
 /// The instance's tasks as bars (see `timeline.rs`).
 pub(super) async fn timeline(ctx: &HttpContext, id: &str) -> Result<HttpResponse, ApiError> {
-    let id = instance_id(id)?;
+    let id = super::durable::parse_id(id)?;
     let history = ctx.engine.history(&id).await?.ok_or_else(|| unknown(&id))?;
     // Parsing and encoding a large history is work for a blocking thread.
     tokio::task::spawn_blocking(move || {
@@ -83,7 +68,7 @@ pub(super) async fn logs(
     id: &str,
     query: &[(String, String)],
 ) -> Result<HttpResponse, ApiError> {
-    let id = instance_id(id)?;
+    let id = super::durable::parse_id(id)?;
     let number = |name: &str| -> Result<Option<i64>, ApiError> {
         super::durable_views::param(query, name)
             .map(|v| {

@@ -147,6 +147,16 @@ pub struct Backlog {
     pub entity_messages: u64,
 }
 
+impl Backlog {
+    /// Instances in `status`.
+    pub fn count(&self, status: RuntimeStatus) -> u64 {
+        self.instances
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
 /// What an instance's trace derives from (see `crate::traces`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TraceOrigin {
