@@ -19,6 +19,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::error::typed_response;
 use super::{ApiError, HttpContext, HttpResponse, read_body};
 use crate::time::now_ms;
 
@@ -126,14 +127,10 @@ pub(super) fn without_session(cookies: &str) -> Option<String> {
 }
 
 fn page(status: StatusCode, html: String) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(html)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut response = typed_response(status, "text/html; charset=utf-8", html);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -213,9 +210,13 @@ pub(super) fn asset(file: &str) -> Result<HttpResponse, ApiError> {
         .iter()
         .find(|(name, _, _)| *name == file)
         .ok_or_else(|| ApiError::not_found(format!("no dashboard asset {file}")))?;
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let mut response = typed_response(
+        StatusCode::OK,
+        content_type,
+        Bytes::from_static(text.as_bytes()),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(response)
 }

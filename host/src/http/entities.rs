@@ -8,7 +8,7 @@
 //!   in key order, paged with `x-ms-continuation-token`.
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::json;
@@ -73,12 +73,11 @@ async fn state(ctx: &HttpContext, id: &EntityId) -> Result<HttpResponse, ApiErro
     let Some(state) = state else {
         return Err(ApiError::not_found(format!("entity {id} has no state")));
     };
-    let mut response = Response::new(Full::new(Bytes::from(state)));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
+    Ok(super::error::typed_response(
+        StatusCode::OK,
+        "application/json",
+        state,
+    ))
 }
 
 async fn list(

@@ -95,15 +95,7 @@ impl From<crate::storage::StorageError> for ApiError {
 /// did, the client gets a 500 rather than a panic.
 pub(crate) fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> HttpResponse {
     match serde_json::to_vec(value) {
-        Ok(body) => {
-            let mut response = Response::new(Full::new(Bytes::from(body)));
-            *response.status_mut() = status;
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
-        }
+        Ok(body) => typed_response(status, "application/json", body),
         Err(e) => {
             let mut response = Response::new(Full::new(Bytes::from(format!(
                 "{{\"error\":{{\"code\":\"internal\",\"message\":\"cannot encode response: {e}\"}}}}"
@@ -112,6 +104,20 @@ pub(crate) fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T
             response
         }
     }
+}
+
+/// A response with `body` of `content_type`.
+pub(crate) fn typed_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> HttpResponse {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 /// An empty response.

@@ -1,9 +1,7 @@
 //! `GET /metrics`: the host's metrics in Prometheus text format. Needs the
 //! master key unless the host was started with `--metrics-open`.
 
-use bytes::Bytes;
-use http::{HeaderValue, Request, header};
-use http_body_util::Full;
+use http::Request;
 use hyper::body::Incoming;
 
 use super::{ApiError, HttpContext, HttpResponse, require_master};
@@ -36,9 +34,9 @@ pub(super) async fn handle(
     }
     let sampled = sample(ctx).await?;
     let text = ctx.metrics.render(&sampled);
-    let mut response = hyper::Response::new(Full::new(Bytes::from(text)));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    Ok(response)
+    Ok(super::error::typed_response(
+        http::StatusCode::OK,
+        CONTENT_TYPE,
+        text,
+    ))
 }

@@ -359,14 +359,11 @@ pub(crate) fn method_not_allowed(
 
 /// The OpenAPI document of the host's API; public (it describes no app).
 fn openapi() -> HttpResponse {
-    let mut response = hyper::Response::new(http_body_util::Full::new(Bytes::from_static(
-        api_routes::OPENAPI.as_bytes(),
-    )));
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
+    error::typed_response(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from_static(api_routes::OPENAPI.as_bytes()),
+    )
 }
 
 /// Percent-decoded path segments (`%2F` in an id stays inside it).
