@@ -70,13 +70,8 @@ impl Sandbox {
                 None => {
                     let mut store =
                         self.store(caller.clone(), Role::Entity(Vec::new()), code.limits);
-                    let started = Instant::now();
-                    match code.pre.instantiate_async(&mut store).await {
-                        Ok(instance) => {
-                            self.metrics
-                                .instantiation(FunctionKind::Entity, started.elapsed());
-                            live.insert((instance, store))
-                        }
+                    match self.instantiate(code, &mut store).await {
+                        Ok(instance) => live.insert((instance, store)),
                         Err(e) => match super::classify(&store, code.limits, e) {
                             InvocationError::Overloaded => break,
                             error => {
@@ -126,11 +121,7 @@ impl Sandbox {
                     Err(InvocationError::Timeout(code.limits.timeout))
                 }
             };
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(e) => e.outcome(),
-            };
-            self.count(&caller, outcome, started);
+            self.count(&caller, super::result_outcome(&result), started);
             let sends = if result.is_ok() { sends } else { Vec::new() };
             outcomes.push(OperationOutcome { result, sends });
         }

@@ -136,13 +136,20 @@ impl InvocationError {
     }
 }
 
+/// The `outcome` label of an invocation that either answered or failed.
+fn result_outcome<T>(result: &Result<T, InvocationError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.outcome(),
+    }
+}
+
 /// The `outcome` label of an invocation's result: a guest error is an
 /// `error`, whether the guest returned it or the host made it one.
 fn outcome_of<T>(result: &Result<Result<T, GuestError>, InvocationError>) -> &'static str {
     match result {
-        Ok(Ok(_)) => "ok",
         Ok(Err(_)) => "error",
-        Err(e) => e.outcome(),
+        other => result_outcome(other),
     }
 }
 
@@ -272,6 +279,17 @@ pub struct InvocationLimits {
 }
 
 impl InvocationLimits {
+    /// A guest's answer: its output if within the limit, or its error.
+    fn checked_output(
+        &self,
+        answer: Result<String, types::Error>,
+    ) -> Result<Result<String, GuestError>, InvocationError> {
+        match answer {
+            Ok(output) => self.check_output(output.len()).map(|()| Ok(output)),
+            Err(e) => Ok(Err(GuestError::from(e))),
+        }
+    }
+
     /// Refuses an output of `size` bytes past the limit.
     pub fn check_output(&self, size: usize) -> Result<(), InvocationError> {
         if size > self.output_bytes {
@@ -540,6 +558,19 @@ impl Sandbox {
         store
     }
 
+    /// Instantiates `code` in `store`, timing it for the metrics.
+    async fn instantiate(
+        &self,
+        code: &AppCode,
+        store: &mut Store<InvocationState>,
+    ) -> wasmtime::Result<FunctionApp> {
+        let started = Instant::now();
+        let app = code.pre.instantiate_async(&mut *store).await?;
+        self.metrics
+            .instantiation(store.data().caller.kind, started.elapsed());
+        Ok(app)
+    }
+
     /// Instantiates `code` in a fresh store and runs `call` in it, under
     /// the code's limits, mapping every way it can fail to an
     /// [`InvocationError`]. With `bounded`, the time limit bounds the whole
@@ -562,12 +593,9 @@ impl Sandbox {
         >,
     {
         let limits = code.limits;
-        let kind = caller.kind;
         let mut store = self.store(caller, role, limits);
         let run = async {
-            let started = Instant::now();
-            let app = code.pre.instantiate_async(&mut store).await?;
-            self.metrics.instantiation(kind, started.elapsed());
+            let app = self.instantiate(code, &mut store).await?;
             call(&app, &mut store).await
         };
         let outcome = if bounded {
@@ -680,11 +708,7 @@ impl Sandbox {
                 code.limits.check_output(response.body.len() + headers)?;
                 Ok(response)
             });
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.outcome(),
-        };
-        self.count(&counted, outcome, started);
+        self.count(&counted, result_outcome(&result), started);
         result
     }
 
@@ -734,10 +758,7 @@ impl Sandbox {
             Role::Orchestrator(session) => Some(*session),
             _ => None,
         };
-        let result = result.and_then(|r| match r {
-            Ok(output) => code.limits.check_output(output.len()).map(|()| Ok(output)),
-            Err(e) => Ok(Err(GuestError::from(e))),
-        });
+        let result = result.and_then(|r| code.limits.checked_output(r));
         // A run the host stopped (eviction, shutdown) did not fail.
         let outcome = if session.as_ref().is_some_and(Session::stopped_by_host) {
             "stopped"
@@ -770,10 +791,7 @@ impl Sandbox {
                 })
             })
             .await;
-        let result = result.and_then(|r| match r {
-            Ok(output) => code.limits.check_output(output.len()).map(|()| Ok(output)),
-            Err(e) => Ok(Err(GuestError::from(e))),
-        });
+        let result = result.and_then(|r| code.limits.checked_output(r));
         self.count(&counted, outcome_of(&result), started);
         result
     }
