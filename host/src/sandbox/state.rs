@@ -106,14 +106,16 @@ const LANE_WAIT: Duration = Duration::from_millis(50);
 /// An invocation's claim on the long lanes (see [`LONG_RUNNING`]).
 pub(crate) struct Lane {
     lanes: Arc<tokio::sync::Semaphore>,
-    held: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
+    /// Made at the first turn: short invocations, most of them, never
+    /// allocate it.
+    held: std::sync::OnceLock<Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>>,
 }
 
 impl Lane {
     pub(crate) fn new(lanes: Arc<tokio::sync::Semaphore>) -> Self {
         Self {
             lanes,
-            held: Arc::default(),
+            held: std::sync::OnceLock::new(),
         }
     }
 
@@ -121,7 +123,10 @@ impl Lane {
     /// the semaphore is fair, so the invocations waiting go first.
     pub(crate) fn next_turn(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         self.release();
-        let (lanes, held) = (self.lanes.clone(), self.held.clone());
+        let (lanes, held) = (
+            self.lanes.clone(),
+            self.held.get_or_init(Arc::default).clone(),
+        );
         async move {
             // A holder stuck in a host call that waits without saying so
             // (a WASI sleep) keeps its lane; the others wait for a turn at
@@ -137,8 +142,10 @@ impl Lane {
     }
 
     pub(crate) fn release(&self) {
-        let permit = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
-        drop(permit);
+        if let Some(held) = self.held.get() {
+            let permit = held.lock().unwrap_or_else(|p| p.into_inner()).take();
+            drop(permit);
+        }
     }
 }
 
