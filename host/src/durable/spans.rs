@@ -145,6 +145,14 @@ impl Shared {
         ))
     }
 
+    /// The trace root of a generation whose spans are exported: `None` if
+    /// it cannot be read, or the caller asked for its trace not to be
+    /// recorded (not sampled).
+    async fn recorded_root(&self, id: &InstanceId, generation: u64) -> Option<TraceRoot> {
+        let root = self.trace_root(id, generation).await.ok()?;
+        (root.flags & SAMPLED != 0).then_some(root)
+    }
+
     /// Exports the span of one activity execution (`started_ms` to now).
     pub(crate) fn trace_activity(
         self: &Arc<Self>,
@@ -160,13 +168,12 @@ impl Shared {
         let error = outcome.as_ref().err().map(|e| e.message.clone());
         let ended_ms = now_ms();
         tokio::spawn(async move {
-            let Ok(root) = shared.trace_root(&item.instance_id, item.generation).await else {
+            let Some(root) = shared
+                .recorded_root(&item.instance_id, item.generation)
+                .await
+            else {
                 return;
             };
-            if root.flags & SAMPLED == 0 {
-                // The caller asked for this trace not to be recorded.
-                return;
-            }
             let instance = item.instance_id.as_str();
             shared.traces().record(SpanRecord {
                 trace_id: root.trace_id,
@@ -213,12 +220,9 @@ impl Shared {
         let shared = self.clone();
         let ended_ms = now_ms();
         tokio::spawn(async move {
-            let Ok(root) = shared.trace_root(&id, generation).await else {
+            let Some(root) = shared.recorded_root(&id, generation).await else {
                 return;
             };
-            if root.flags & SAMPLED == 0 {
-                return;
-            }
             let instance = id.as_str();
             let traces = shared.traces();
             // The history of this generation, unless a newer one replaced it.
