@@ -1,5 +1,13 @@
 //! The `perdure` binary; see [`perdure::cli`].
 
+/// mimalloc rather than the system allocator: under load, buffers
+/// allocated on one worker thread and freed on another made glibc's
+/// `malloc`/`free` a tenth of the host's CPU time, with arena-lock
+/// wake-ups on top (measured with `perf` on the foundation bench; with
+/// mimalloc the end-to-end greet throughput rose by about 9%).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     perdure::cli::run()
 }

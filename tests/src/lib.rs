@@ -15,6 +15,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use perdure::{Host, HostConfig};
 
+/// The allocator of the `perdure` binary (see `host/src/main.rs`), so the
+/// benches and the child host measure what ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod browser;
 pub mod child;
 pub mod load;
