@@ -4,7 +4,8 @@
 //! 1. Latency of one hello sequence (an orchestrator calling five trivial
 //!    activities in a row) on an idle host: start to completed.
 //! 2. Throughput: many hello sequences at once; activities completed per
-//!    second, start of the first to completion of the last.
+//!    second, start of the first to completion of the last; the median of
+//!    several bursts.
 //! 3. Fan-out/fan-in of 10,000 trivial activities: start to completed.
 //! 4. Replay: an orchestrator makes 1,000 journaled calls, then awaits an
 //!    activity. On a host that evicts waiting instances at once, the
@@ -29,6 +30,8 @@ use perdure_tests::{TestHost, guests};
 const LATENCY_RUNS: usize = 50;
 const CONCURRENT_CHAINS: usize = 2_000;
 const ACTIVITIES_PER_CHAIN: usize = 5;
+/// Bursts of [`CONCURRENT_CHAINS`] measured for the throughput figure.
+const THROUGHPUT_RUNS: usize = 7;
 const FAN_OUT: usize = 10_000;
 const FAN_OUT_RUNS: usize = 3;
 const DEADLINE: Duration = Duration::from_secs(300);
@@ -132,19 +135,33 @@ async fn throughput() -> anyhow::Result<()> {
         ms(latencies[0])
     );
 
+    // One burst lasts about a second, so one fsync stall moves its figure
+    // by half: the target is checked on the median of several.
     let engine = host.engine();
-    let started = Instant::now();
-    let ids = start_many(engine, "HelloSequence", "null", CONCURRENT_CHAINS).await?;
-    let started_all = started.elapsed();
-    all_completed(engine, &ids).await?;
-    let elapsed = started.elapsed();
     let activities = CONCURRENT_CHAINS * ACTIVITIES_PER_CHAIN;
+    let mut rates = Vec::with_capacity(THROUGHPUT_RUNS);
+    for run in 1..=THROUGHPUT_RUNS {
+        let started = Instant::now();
+        let ids = start_many(engine, "HelloSequence", "null", CONCURRENT_CHAINS).await?;
+        let started_all = started.elapsed();
+        all_completed(engine, &ids).await?;
+        let elapsed = started.elapsed();
+        let rate = activities as f64 / elapsed.as_secs_f64();
+        println!(
+            "{CONCURRENT_CHAINS} hello sequences at once, run {run}: {activities} activities in {:.2} s = {rate:.0} activities/s ({:.0} instances/s; starting them took {:.2} s)",
+            elapsed.as_secs_f64(),
+            CONCURRENT_CHAINS as f64 / elapsed.as_secs_f64(),
+            started_all.as_secs_f64()
+        );
+        rates.push(rate);
+    }
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
     println!(
-        "{CONCURRENT_CHAINS} hello sequences at once: {activities} activities in {:.2} s = {:.0} activities/s ({:.0} instances/s; starting them took {:.2} s)",
-        elapsed.as_secs_f64(),
-        activities as f64 / elapsed.as_secs_f64(),
-        CONCURRENT_CHAINS as f64 / elapsed.as_secs_f64(),
-        started_all.as_secs_f64()
+        "hello sequences throughput: median {median:.0} activities/s of {THROUGHPUT_RUNS} runs (min {:.0}, max {:.0}); target at least 10000 -> {}",
+        rates[0],
+        rates[rates.len() - 1],
+        if median >= 10_000.0 { "MET" } else { "NOT MET" }
     );
 
     let input = format!(r#"{{"count": {FAN_OUT}}}"#);
