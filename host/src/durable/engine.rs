@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 
-use super::model::{Effects, InboxMessage, InstanceId, RuntimeStatus, TaskOutcome, WorkItem};
+use super::model::{
+    Effects, History, InboxMessage, InstanceId, RuntimeStatus, TaskOutcome, WorkItem,
+};
 use super::session::{Fault, Session};
 use super::timers::TimerClock;
 use crate::model::{Digest, FunctionKind};
@@ -300,6 +302,20 @@ impl Shared {
 
     /// Sends `signal` to the instance's session, starting one if none runs.
     pub(crate) fn deliver(self: &Arc<Self>, id: &InstanceId, signal: Signal) {
+        self.deliver_or_start(id, signal, None);
+    }
+
+    /// Starts the session of an instance just created, from `history`
+    /// (what creating it wrote) rather than reading it back. If a session
+    /// of an earlier instance with this id is still in memory, it is woken
+    /// instead, as [`Self::deliver`] would.
+    pub(crate) fn start_fresh(self: &Arc<Self>, history: History) {
+        let id = history.record.id.clone();
+        self.deliver_or_start(&id, Signal::Wake, Some(history));
+    }
+
+    /// As [`Self::deliver`]; a session it starts begins from `fresh`.
+    fn deliver_or_start(self: &Arc<Self>, id: &InstanceId, signal: Signal, fresh: Option<History>) {
         if self.stopping.load(Ordering::Relaxed) {
             return;
         }
@@ -313,7 +329,12 @@ impl Shared {
         let _ = tx.send(signal);
         hot.insert(id.clone(), tx);
         drop(hot);
-        tokio::spawn(run_instance(self.clone(), id.clone(), rx));
+        tokio::spawn(run_instance(self.clone(), id.clone(), rx, fresh));
+    }
+
+    /// Whether a session could take a slot now.
+    pub(crate) fn session_slot_free(&self) -> bool {
+        self.session_slots.available_permits() > 0
     }
 
     /// Acts on what a storage write set in motion: dispatches work,
@@ -425,13 +446,15 @@ async fn run_instance(
     shared: Arc<Shared>,
     id: InstanceId,
     mut mailbox: mpsc::UnboundedReceiver<Signal>,
+    mut fresh: Option<History>,
 ) {
     loop {
-        // The slot first: instances queued for one hold no history yet.
+        // The slot first: instances queued for one hold no history yet
+        // (only a `fresh` one, started when a slot was free).
         let Some(slot) = shared.session_slot().await else {
             return;
         };
-        match Box::pin(run_session(&shared, &id, mailbox)).await {
+        match Box::pin(run_session(&shared, &id, mailbox, fresh.take())).await {
             Some(next) => mailbox = next,
             None => return,
         }
@@ -446,8 +469,13 @@ async fn run_session(
     shared: &Arc<Shared>,
     id: &InstanceId,
     mut mailbox: mpsc::UnboundedReceiver<Signal>,
+    fresh: Option<History>,
 ) -> Option<mpsc::UnboundedReceiver<Signal>> {
-    let history = match shared.storage.history(id).await {
+    let history = match fresh {
+        Some(history) => Ok(Some(history)),
+        None => shared.storage.history(id).await,
+    };
+    let history = match history {
         Ok(history) => history,
         Err(e) => {
             tracing::error!(instance = %id, "cannot load the instance: {e}");

@@ -201,14 +201,31 @@ impl Engine {
             started_ms: now,
             generation: 0,
         };
+        // A session that can start at once starts from the history it is
+        // known to have, without reading it back. One queued for a slot
+        // reads it when its turn comes, so that a mass start holds no
+        // histories in memory.
+        let fresh = self.shared.session_slot_free().then(|| record.clone());
         match self
             .shared
             .storage()
             .create_instance(record, traceparent)
             .await?
         {
-            CreateOutcome::Created => {
-                self.shared.deliver(&id, Signal::Wake);
+            CreateOutcome::Created { generation } => {
+                match fresh {
+                    Some(record) => self.shared.start_fresh(model::History {
+                        record: InstanceRecord {
+                            generation,
+                            ..record
+                        },
+                        journal: Vec::new(),
+                        inbox: Vec::new(),
+                        arrival_floor: 0,
+                        attempts: Vec::new(),
+                    }),
+                    None => self.shared.deliver(&id, Signal::Wake),
+                }
                 Ok(id)
             }
             CreateOutcome::AlreadyRunning(status) => Err(StartError::AlreadyRunning(id, status)),

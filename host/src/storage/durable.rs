@@ -404,7 +404,7 @@ impl DurableStorage for SqliteStorage {
                 generation as i64,
             ])?;
             observe::set_traceparent(conn, record.id.as_str(), generation, traceparent.as_deref())?;
-            Ok(CreateOutcome::Created)
+            Ok(CreateOutcome::Created { generation })
         }))
     }
 

@@ -110,7 +110,10 @@ pub trait Storage: Send + Sync + 'static {
 /// What creating an instance did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateOutcome {
-    Created,
+    /// Written, in this generation of the id (0 unless the id was used by
+    /// an instance that finished). Its journal, inbox and attempts are
+    /// empty.
+    Created { generation: u64 },
     /// An unfinished instance has this id; nothing was written.
     AlreadyRunning(RuntimeStatus),
 }
