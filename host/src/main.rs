@@ -8,6 +8,12 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Tunes mimalloc before its first allocation (see
+/// [`perdure::memory::tune_allocator`]).
+#[used]
+#[unsafe(link_section = ".init_array")]
+static TUNE_ALLOCATOR: extern "C" fn() = perdure::memory::tune_allocator_at_load;
+
 fn main() -> anyhow::Result<()> {
     perdure::cli::run()
 }

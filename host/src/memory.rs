@@ -10,6 +10,42 @@
 //! served from per-thread caches without touching an arena's lock, so
 //! fewer arenas cost little.
 
+/// `mi_option_arena_eager_commit` in mimalloc v3.3's `mimalloc.h` (the
+/// release `libmimalloc-sys` 0.1.49 builds; the crate does not export it).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+/// `mi_option_purge_delay` in the same header.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Tunes mimalloc, the `perdure` binary's allocator, for a host that
+/// stays up: arenas are committed as they are used rather than when they
+/// are reserved, and freed memory goes back to the system after 10 ms.
+/// With mimalloc's defaults, 10,000 evicted waiting instances left the
+/// process at 149-165 MiB RSS (95 MiB before they started); with these,
+/// 77 MiB (durable bench, `memory`). Harmless when mimalloc is not the
+/// allocator. `MIMALLOC_*` variables set by the operator win.
+///
+/// mimalloc reads these when it first reserves memory, which happens before
+/// `main`: binaries call [`tune_allocator_at_load`] from `.init_array`.
+pub fn tune_allocator() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: mi_option_set_default only records a tuning value for an
+        // option the operator has not set; both options are read by
+        // mimalloc whenever it reserves or purges memory. It is not thread
+        // safe against itself, which the Once ensures.
+        unsafe {
+            libmimalloc_sys::mi_option_set_default(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+            libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, 10);
+        }
+    });
+}
+
+/// [`tune_allocator`] as a load-time constructor (`.init_array`), for the
+/// binaries whose allocator is mimalloc.
+pub extern "C" fn tune_allocator_at_load() {
+    tune_allocator();
+}
+
 /// Caps malloc's arenas at the number of cores (at least 2), unless the
 /// operator chose a value with `MALLOC_ARENA_MAX`. Call early, before many
 /// threads exist: threads that already have an arena keep it. Does

@@ -20,6 +20,11 @@ use perdure::{Host, HostConfig};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Tuned as the binary tunes it, before its first allocation.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static TUNE_ALLOCATOR: extern "C" fn() = perdure::memory::tune_allocator_at_load;
+
 pub mod browser;
 pub mod child;
 pub mod load;
