@@ -50,7 +50,6 @@ pub fn run() -> anyhow::Result<()> {
     // After the log is set up (a refusal is logged), before the runtime's
     // threads exist (so that they share arenas too).
     crate::memory::limit_malloc_arenas();
-    crate::memory::tune_allocator();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -166,7 +166,6 @@ impl Host {
         // For hosts embedded in other programs (tests, benches); the CLI
         // has done it before its runtime started.
         crate::memory::limit_malloc_arenas();
-        crate::memory::tune_allocator();
         if config
             .master_key
             .as_ref()

@@ -15,15 +15,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use perdure::{Host, HostConfig};
 
-/// The allocator of the `perdure` binary (see `host/src/main.rs`), so the
-/// benches and the child host measure what ships.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Tuned as the binary tunes it, before its first allocation.
-#[used]
-#[unsafe(link_section = ".init_array")]
-static TUNE_ALLOCATOR: extern "C" fn() = perdure::memory::tune_allocator_at_load;
+// The allocator of the `perdure` binary, so the benches and the child
+// host measure what ships.
+perdure::perdure_allocator!();
 
 pub mod browser;
 pub mod child;
