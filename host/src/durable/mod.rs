@@ -214,16 +214,13 @@ impl Engine {
         {
             CreateOutcome::Created { generation } => {
                 match fresh {
-                    Some(record) => self.shared.start_fresh(model::History {
-                        record: InstanceRecord {
-                            generation,
-                            ..record
-                        },
-                        journal: Vec::new(),
-                        inbox: Vec::new(),
-                        arrival_floor: 0,
-                        attempts: Vec::new(),
-                    }),
+                    Some(record) => {
+                        self.shared
+                            .start_fresh(model::History::of_new(InstanceRecord {
+                                generation,
+                                ..record
+                            }))
+                    }
                     None => self.shared.deliver(&id, Signal::Wake),
                 }
                 Ok(id)

@@ -206,6 +206,21 @@ pub struct History {
     pub attempts: Vec<TaskAttempt>,
 }
 
+impl History {
+    /// The history of an instance just created as `record`: nothing in its
+    /// journal, inbox or attempts (creating it deleted what an earlier
+    /// instance with its id left), and no earlier generation's messages.
+    pub fn of_new(record: InstanceRecord) -> Self {
+        Self {
+            record,
+            journal: Vec::new(),
+            inbox: Vec::new(),
+            arrival_floor: 0,
+            attempts: Vec::new(),
+        }
+    }
+}
+
 /// A failed attempt of a task that retries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskAttempt {
