@@ -68,6 +68,7 @@ impl Sandbox {
             let (app_instance, store) = match &mut live {
                 Some(pair) => pair,
                 None => {
+                    self.fair_share.give_way(&caller.app).await;
                     let mut store =
                         self.store(caller.clone(), Role::Entity(Vec::new()), code.limits);
                     match self.instantiate(code, &mut store).await {

@@ -15,6 +15,7 @@ pub mod bindings;
 mod client;
 mod code_cache;
 mod entity;
+mod fair_share;
 mod guest_log;
 mod imports;
 mod instance_log;
@@ -391,6 +392,8 @@ pub struct Sandbox {
     /// The long lanes (see [`state::LONG_RUNNING`]): one fewer than the
     /// cores, so one core is always left to short invocations.
     long_lanes: Arc<tokio::sync::Semaphore>,
+    /// Every app's computing time, so that apps share the CPU fairly.
+    fair_share: Arc<fair_share::FairShare>,
     _ticker: EpochTicker,
 }
 
@@ -460,6 +463,7 @@ impl Sandbox {
                     .map_or(1, |n| n.get().saturating_sub(1))
                     .max(1),
             )),
+            fair_share: Arc::new(fair_share::FairShare::new()),
             _ticker: ticker,
         })
     }
@@ -525,6 +529,7 @@ impl Sandbox {
             limits.timeout,
             self.limits.log_bytes,
             state::Lane::new(self.long_lanes.clone()),
+            self.fair_share.clone(),
         );
         state.client = client;
         let mut store = Store::new(&self.engine, state);
@@ -538,9 +543,10 @@ impl Sandbox {
             } else if state.computing_since.elapsed() >= state::LONG_RUNNING {
                 // Long-running: run on only while holding a long lane,
                 // taking turns with the others.
+                let turn = state.lane.next_turn();
                 Ok(UpdateDeadline::YieldCustom(
                     1,
-                    Box::pin(state.lane.next_turn()),
+                    Box::pin(state.meter.next_slice(turn)),
                 ))
             } else {
                 // Through tokio's own yield: it lets the worker poll the
@@ -551,7 +557,7 @@ impl Sandbox {
                 // 300-600 ms (measured with the reliability bench).
                 Ok(UpdateDeadline::YieldCustom(
                     1,
-                    Box::pin(tokio::task::yield_now()),
+                    Box::pin(state.meter.next_slice(tokio::task::yield_now())),
                 ))
             }
         });
@@ -593,6 +599,7 @@ impl Sandbox {
         >,
     {
         let limits = code.limits;
+        self.fair_share.give_way(&caller.app).await;
         let mut store = self.store(caller, role, limits);
         let run = async {
             let app = self.instantiate(code, &mut store).await?;

@@ -168,6 +168,8 @@ pub(crate) struct InvocationState {
     /// When the current wait began (see [`Self::waiting`]).
     waiting_since: Option<Instant>,
     pub(crate) lane: Lane,
+    /// Charges the time this invocation computes to its app.
+    pub(crate) meter: super::fair_share::Meter,
 
     /// Where an orchestrator's or activity's log lines are kept for its
     /// instance (`None` for HTTP functions and entities).
@@ -239,6 +241,7 @@ impl InvocationState {
     /// a waiting guest holds no long lane.
     pub(crate) fn waiting(&mut self) {
         self.lane.release();
+        self.meter.pause();
         self.waiting_since = Some(Instant::now());
     }
 
@@ -247,6 +250,7 @@ impl InvocationState {
     /// toward it, so instant calls cannot keep a guest from being
     /// long-running.
     pub(crate) fn done_waiting(&mut self) {
+        self.meter.resume();
         let Some(since) = self.waiting_since.take() else {
             return;
         };
@@ -268,7 +272,9 @@ impl InvocationState {
         time_limit: Duration,
         log_budget: usize,
         lane: Lane,
+        share: Arc<super::fair_share::FairShare>,
     ) -> Self {
+        let meter = super::fair_share::Meter::start(share, caller.app.clone());
         let tag = LogTag {
             app: caller.app.clone(),
             function: caller.function.clone(),
@@ -315,6 +321,7 @@ impl InvocationState {
             computing_since: Instant::now(),
             waiting_since: None,
             lane,
+            meter,
             instance_log,
             traceparent: None,
         }
