@@ -50,7 +50,7 @@ use crate::model::{AuthLevel, FunctionKind, RawFunction, RawTrigger};
 
 /// How often the epoch advances; the granularity of deadlines and of the
 /// yields that keep a busy guest from holding a worker thread.
-pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Slots reset together with one round of `madvise` calls.
 const DECOMMIT_BATCH: usize = 32;
