@@ -68,6 +68,10 @@ pub struct Load {
     /// A 200 with another body counts as an error.
     pub expected_body: Option<String>,
     pub connections: usize,
+    /// Requests per second over all connections, sent on a fixed schedule
+    /// (an open loop); `None` sends each connection's requests back to
+    /// back (a closed loop, as fast as the server answers).
+    pub rate: Option<f64>,
     /// Requests before this are not measured.
     pub warmup: Duration,
     pub duration: Duration,
@@ -93,8 +97,21 @@ impl Load {
             key: Some(crate::MASTER_KEY.to_owned()),
             expected_body: Some(GREET_ANSWER.to_owned()),
             connections,
+            rate: None,
             warmup,
             duration,
+        }
+    }
+
+    /// The same load sent at `rate` requests per second in all: each
+    /// connection sends on its own fixed schedule, and a request's latency
+    /// counts from when the schedule said to send it, so time spent behind
+    /// schedule (a slow answer delaying the next request) is measured
+    /// rather than hidden.
+    pub fn paced(self, rate: f64) -> Self {
+        Self {
+            rate: Some(rate),
+            ..self
         }
     }
 }
@@ -121,7 +138,7 @@ impl LoadReport {
 
     pub fn print(&self, label: &str) {
         println!(
-            "{label:<8} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  mean {:>7.3} ms  max {:>8.3} ms  ({} ok responses, {} shed, {} connections opened)",
+            "{label:<14} {:>9.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  mean {:>7.3} ms  max {:>8.3} ms  ({} ok responses, {} shed, {} connections opened)",
             self.rps,
             ms(self.summary.p50),
             ms(self.summary.p99),
@@ -132,10 +149,10 @@ impl LoadReport {
             self.connections
         );
         if self.errors.is_empty() {
-            println!("{:<8} errors: none", "");
+            println!("{:<14} errors: none", "");
         } else {
             for (what, n) in &self.errors {
-                println!("{:<8} error x{n}: {what}", "");
+                println!("{:<14} error x{n}: {what}", "");
             }
         }
     }
@@ -160,7 +177,10 @@ pub async fn run(load: &Load) -> anyhow::Result<LoadReport> {
     let measure_from = Instant::now() + load.warmup;
     let end = measure_from + load.duration;
     let workers: Vec<_> = (0..load.connections)
-        .map(|_| tokio::spawn(connection(load.clone(), measure_from, end)))
+        .map(|index| {
+            let schedule = Schedule::new(load, index);
+            tokio::spawn(connection(load.clone(), schedule, measure_from, end))
+        })
         .collect();
     let mut report = LoadReport::default();
     let mut latencies = Vec::new();
@@ -188,10 +208,60 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Empty<Bytes>>> 
     Ok(sender)
 }
 
-/// One connection issuing requests back to back until `end` (opening a new
-/// one when the server closes it); records the requests that start after
-/// `measure_from` and finish before `end`.
-async fn connection(load: Load, measure_from: Instant, end: Instant) -> Worker {
+/// When one connection sends its requests.
+enum Schedule {
+    /// Each as soon as the previous one is answered.
+    BackToBack,
+    /// One every `every`, the first at `next`.
+    Paced { next: Instant, every: Duration },
+}
+
+impl Schedule {
+    /// Connection `index`'s share of `load`: paced connections are
+    /// staggered evenly over one period so that they do not send in bursts.
+    fn new(load: &Load, index: usize) -> Self {
+        match load.rate {
+            Some(rate) if rate > 0.0 => {
+                let every = Duration::from_secs_f64(load.connections as f64 / rate);
+                let offset = every.mul_f64(index as f64 / load.connections as f64);
+                Self::Paced {
+                    next: Instant::now() + offset,
+                    every,
+                }
+            }
+            _ => Self::BackToBack,
+        }
+    }
+
+    /// Waits until the next request is due; returns the time its latency
+    /// counts from: when it was due if that had already passed (the server
+    /// kept it waiting), else when the wait ended (tokio's timers round up
+    /// to the millisecond: the generator's lateness, not the server's).
+    async fn next(&mut self) -> Instant {
+        match self {
+            Self::BackToBack => Instant::now(),
+            Self::Paced { next, every } => {
+                let due = *next;
+                *next += *every;
+                if due <= Instant::now() {
+                    return due;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                Instant::now()
+            }
+        }
+    }
+}
+
+/// One connection issuing requests on `schedule` until `end` (opening a
+/// new one when the server closes it); records the requests due after
+/// `measure_from` that finish before `end`.
+async fn connection(
+    load: Load,
+    mut schedule: Schedule,
+    measure_from: Instant,
+    end: Instant,
+) -> Worker {
     let mut worker = Worker::default();
     let host = load.addr.to_string();
     'connect: while Instant::now() < end {
@@ -218,7 +288,7 @@ async fn connection(load: Load, measure_from: Instant, end: Instant) -> Worker {
                 worker.error(format!("invalid request path {}", load.path));
                 break 'connect;
             };
-            let started = Instant::now();
+            let started = schedule.next().await;
             if started >= end {
                 break 'connect;
             }
