@@ -114,11 +114,11 @@ impl Sandbox {
                 Ok(Ok(Err(error))) => Err(InvocationError::Guest(GuestError::from(error))),
                 Ok(Err(trap)) => {
                     let error = super::classify(store, code.limits, trap);
-                    live = None;
+                    end_live(&mut live).await;
                     Err(error)
                 }
                 Err(_elapsed) => {
-                    live = None;
+                    end_live(&mut live).await;
                     Err(InvocationError::Timeout(code.limits.timeout))
                 }
             };
@@ -126,6 +126,7 @@ impl Sandbox {
             let sends = if result.is_ok() { sends } else { Vec::new() };
             outcomes.push(OperationOutcome { result, sends });
         }
+        end_live(&mut live).await;
         BatchOutcome { state, outcomes }
     }
 }
@@ -196,5 +197,12 @@ impl entity_context::Host for InvocationState {
             bytes: loaded.bytes,
         });
         Ok(id.to_string())
+    }
+}
+
+/// Ends the batch's live instance, if any (see [`super::retire`]).
+async fn end_live(live: &mut Option<(FunctionApp, Store<InvocationState>)>) {
+    if let Some((_, store)) = live.take() {
+        super::retire(store).await;
     }
 }

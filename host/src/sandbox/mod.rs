@@ -55,6 +55,14 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Slots reset together with one round of `madvise` calls.
 const DECOMMIT_BATCH: usize = 32;
 
+/// A store whose linear memory stayed within this is torn down where its
+/// invocation ran; a larger one on the blocking pool (see [`retire`]).
+/// Rust guests start at about 1.1 MiB (a 1 MiB stack and their data), and
+/// a fresh page costs the guest a fault (about 1 µs) when first touched,
+/// so past 2 MiB an invocation has spent far more than the thread hop
+/// (tens of µs) that moving its teardown costs.
+const INLINE_TEARDOWN_BYTES: usize = 2 << 20;
+
 /// Bytes of each memory and table slot reset with `memset` rather than
 /// returned to the kernel. With PAGEMAP_SCAN only dirtied pages count, so
 /// this covers the heaps of typical functions while bounding the RSS an
@@ -581,7 +589,7 @@ impl Sandbox {
     /// the code's limits, mapping every way it can fail to an
     /// [`InvocationError`]. With `bounded`, the time limit bounds the whole
     /// invocation, host calls included (orchestrators are not: they wait for
-    /// their work). Returns the store's data too.
+    /// their work). Returns the store's data too (see [`retire`]).
     async fn invoke<R, F>(
         &self,
         code: &AppCode,
@@ -589,7 +597,7 @@ impl Sandbox {
         role: Role,
         bounded: bool,
         call: F,
-    ) -> (Result<R, InvocationError>, InvocationState)
+    ) -> (Result<R, InvocationError>, Option<InvocationState>)
     where
         F: for<'a> FnOnce(
             &'a FunctionApp,
@@ -615,7 +623,26 @@ impl Sandbox {
             Ok(Err(e)) => Err(classify(&store, limits, e)),
             Err(_elapsed) => Err(InvocationError::Timeout(limits.timeout)),
         };
-        (result, store.into_data())
+        (result, retire(store).await)
+    }
+}
+
+/// Tears `store` down and returns its data (`None` only if the runtime shut
+/// down first). Returning a slot to the pool hands the pages its memory
+/// dirtied beyond `KEEP_RESIDENT` back to the kernel, in a batch of up to
+/// `DECOMMIT_BATCH` slots: for a store that grew tens of MiB that is
+/// milliseconds in one `madvise`, during which the thread runs nothing
+/// else. So a store larger than `INLINE_TEARDOWN_BYTES` is torn down on
+/// the blocking pool, and its pages are queued and freed there, never on
+/// an async worker where other apps' requests wait.
+async fn retire(store: Store<InvocationState>) -> Option<InvocationState> {
+    if store.data().memory.largest_bytes <= INLINE_TEARDOWN_BYTES {
+        return Some(store.into_data());
+    }
+    match tokio::task::spawn_blocking(move || store.into_data()).await {
+        Ok(data) => Some(data),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_cancelled) => None,
     }
 }
 
@@ -761,8 +788,8 @@ impl Sandbox {
                 })
             })
             .await;
-        let session = match state.role {
-            Role::Orchestrator(session) => Some(*session),
+        let session = match state.map(|state| state.role) {
+            Some(Role::Orchestrator(session)) => Some(*session),
             _ => None,
         };
         let result = result.and_then(|r| code.limits.checked_output(r));

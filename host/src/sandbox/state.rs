@@ -22,6 +22,10 @@ use crate::model::FunctionKind;
 pub(crate) struct MemoryCap {
     pub(crate) max_bytes: usize,
     pub(crate) exceeded: bool,
+    /// The size of the largest linear memory the store has had (creation
+    /// counts as growth from zero): it bounds the pages the store's
+    /// teardown has to return to the kernel.
+    pub(crate) largest_bytes: usize,
 }
 
 /// Table elements are small; this bound only stops a guest from growing a
@@ -42,6 +46,7 @@ impl ResourceLimiter for MemoryCap {
                 self.max_bytes >> 20
             )));
         }
+        self.largest_bytes = self.largest_bytes.max(desired);
         Ok(true)
     }
 
@@ -311,6 +316,7 @@ impl InvocationState {
             memory: MemoryCap {
                 max_bytes: max_memory,
                 exceeded: false,
+                largest_bytes: 0,
             },
             caller,
             role,
