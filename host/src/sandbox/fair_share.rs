@@ -101,15 +101,20 @@ impl FairShare {
 
     fn charge_at(&self, app: &Arc<str>, computed: u64, now: u64) {
         let mut usage = self.usage();
-        let least = usage.least_other(app, now);
-        let window = nanos(ACTIVE_WINDOW);
+        // A new app counts as last charged at 0.
+        let last = usage.apps.get(app).map_or(0, |t| t.last);
+        let rejoining = now.saturating_sub(last) > nanos(ACTIVE_WINDOW);
+        // Only a rejoining app needs the others' level.
+        let least = if rejoining {
+            usage.least_other(app, now)
+        } else {
+            None
+        };
         let time = usage
             .apps
             .entry(app.clone())
             .or_insert(AppTime { used: 0, last: 0 });
-        if now.saturating_sub(time.last) > window
-            && let Some(least) = least
-        {
+        if let Some(least) = least {
             // Rejoining: within AHEAD of the others, whatever it used
             // before its pause.
             let ahead = nanos(AHEAD);
