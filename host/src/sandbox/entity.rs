@@ -68,9 +68,9 @@ impl Sandbox {
             let (app_instance, store) = match &mut live {
                 Some(pair) => pair,
                 None => {
-                    self.fair_share.give_way(&caller.app).await;
-                    let mut store =
-                        self.store(caller.clone(), Role::Entity(Vec::new()), code.limits);
+                    let mut store = self
+                        .store(caller.clone(), Role::Entity(Vec::new()), code.limits)
+                        .await;
                     match self.instantiate(code, &mut store).await {
                         Ok(instance) => live.insert((instance, store)),
                         Err(e) => match super::classify(&store, code.limits, e) {

@@ -518,12 +518,16 @@ impl Sandbox {
         Ok((AppCode { pre, limits }, outcome))
     }
 
-    fn store(
+    /// A fresh store for one invocation of `caller`, made once its app has
+    /// given way to the others if it is ahead of them (see
+    /// [`fair_share`]): every invocation starts here.
+    async fn store(
         &self,
         caller: Caller,
         role: Role,
         limits: InvocationLimits,
     ) -> Store<InvocationState> {
+        self.fair_share.give_way(&caller.app).await;
         // Orchestrators must not reach the client: its answers are not
         // journaled, so a replay could not reproduce them.
         let client = match role {
@@ -607,8 +611,7 @@ impl Sandbox {
         >,
     {
         let limits = code.limits;
-        self.fair_share.give_way(&caller.app).await;
-        let mut store = self.store(caller, role, limits);
+        let mut store = self.store(caller, role, limits).await;
         let run = async {
             let app = self.instantiate(code, &mut store).await?;
             call(&app, &mut store).await
