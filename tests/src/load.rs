@@ -104,10 +104,10 @@ impl Load {
     }
 
     /// The same load sent at `rate` requests per second in all: each
-    /// connection sends on its own fixed schedule, and a request's latency
-    /// counts from when the schedule said to send it, so time spent behind
-    /// schedule (a slow answer delaying the next request) is measured
-    /// rather than hidden.
+    /// connection sends on its own fixed schedule, and a request sent late
+    /// because a slow answer held its connection counts its latency from
+    /// when it was due, so that time is measured rather than hidden (see
+    /// `Schedule::next`).
     pub fn paced(self, rate: f64) -> Self {
         Self {
             rate: Some(rate),
