@@ -6,7 +6,9 @@
 //!    keep-alive connections calling greet for 60 s. Every request must be answered (served, or shed with
 //!    429/503 and `Retry-After`); the child's RSS is sampled every 250 ms
 //!    and its peak (`VmHWM`) read at the end.
-//! 2. Hostile neighbours: greet's latency over 16 connections alone, then
+//! 2. Hostile neighbours: the real binary again (a child process, so that
+//!    the load comes from outside it, as a client's would), serving greet
+//!    and the hostile guests. Greet's latency over 16 connections alone, then
 //!    while hostile guests run next to it without pause (wasm loops,
 //!    host-call loops, memory hogs, log floods, enormous outputs, a
 //!    never-yielding orchestrator); each as fast as greet answers (a closed
@@ -22,9 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use perdure_tests::child::{ChildHost, LogLines};
+use perdure_tests::child::{ChildClient, ChildHost, LogLines};
 use perdure_tests::load::{self, Load, ms};
-use perdure_tests::{TestHost, guests};
+use perdure_tests::{DURABLE, guests};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_perdure-child");
 
@@ -178,7 +180,7 @@ async fn overload() -> anyhow::Result<()> {
 
 /// Loops `path` on the host until `stop`; counts the calls.
 fn hammer(
-    host: &Arc<TestHost>,
+    host: &ChildClient,
     path: &'static str,
     stop: &Arc<AtomicBool>,
     calls: &Arc<AtomicU64>,
@@ -186,7 +188,7 @@ fn hammer(
     let (host, stop, calls) = (host.clone(), stop.clone(), calls.clone());
     tokio::spawn(async move {
         while !stop.load(Ordering::Relaxed) {
-            let _ = host.get(path).await;
+            let _ = host.send(http::Method::GET, path, "").await;
             calls.fetch_add(1, Ordering::Relaxed);
         }
     })
@@ -201,23 +203,28 @@ async fn hostile_neighbours() -> anyhow::Result<()> {
     println!(
         "--------------------------------------------------------------------------------------"
     );
-    let host = Arc::new(
-        TestHost::start_with(
-            &[
-                ("greet.wasm", guests::GREET),
-                ("hostile.wasm", guests::HOSTILE),
-            ],
-            |c| {
-                c.sandbox.max_instances = 256;
-                c.sandbox.timeout = Duration::from_secs(1);
-                c.sandbox.memory_bytes = 64 << 20;
-                c.sandbox.max_output_bytes = 1 << 20;
-            },
-        )
-        .await?,
-    );
+    let dir = tempfile::tempdir()?;
+    let functions = dir.path().join("functions");
+    std::fs::create_dir_all(&functions)?;
+    std::fs::copy(guests::GREET, functions.join("greet.wasm"))?;
+    std::fs::copy(guests::HOSTILE, functions.join("hostile.wasm"))?;
+    let mut args = ChildHost::args_for(dir.path());
+    for (flag, value) in [
+        ("--max-instances", "256"),
+        ("--timeout-secs", "1"),
+        ("--memory-limit-mib", "64"),
+        ("--max-output-mib", "1"),
+    ] {
+        match args.iter().position(|a| a == flag) {
+            Some(i) => args[i + 1] = value.into(),
+            None => args.extend([flag.into(), value.into()]),
+        }
+    }
+    let log = LogLines::default();
+    let host = ChildHost::start_with_args(CHILD, &args, &log).await?;
+    let client = host.client();
     let greet = Load::greet(
-        host.addr(),
+        host.addr()?,
         NEIGHBOUR_CONNECTIONS,
         Duration::from_secs(1),
         NEIGHBOUR_DURATION,
@@ -244,11 +251,13 @@ async fn hostile_neighbours() -> anyhow::Result<()> {
     let paths: Vec<_> = paths.into_iter().filter(|p| chosen(p)).collect();
     let hostiles: Vec<_> = paths
         .iter()
-        .map(|p| hammer(&host, p, &stop, &calls))
+        .map(|p| hammer(&client, p, &stop, &calls))
         .collect();
     let mut never_yielding = 0;
     for _ in 0..if chosen("never") { 4 } else { 0 } {
-        if host.start_instance("NeverYields", "null").await.is_ok() {
+        let path = format!("{DURABLE}/orchestrators/NeverYields");
+        let started = client.send(http::Method::POST, &path, "null").await;
+        if started.is_ok_and(|r| r.status == 202) {
             never_yielding += 1;
         }
     }
@@ -281,5 +290,6 @@ async fn hostile_neighbours() -> anyhow::Result<()> {
             ms(beside.summary.p50)
         );
     }
+    host.kill()?;
     Ok(())
 }
