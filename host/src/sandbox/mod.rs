@@ -52,8 +52,15 @@ use crate::model::{AuthLevel, FunctionKind, RawFunction, RawTrigger};
 /// yields that keep a busy guest from holding a worker thread.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
-/// Slots reset together with one round of `madvise` calls.
-const DECOMMIT_BATCH: usize = 32;
+/// Slots reset together with one round of `madvise` calls: one, so that
+/// every store frees its own pages where it is torn down (see [`retire`]).
+/// With a larger batch, wasmtime queues the regions on a shard shared with
+/// other threads and the thread that queues the last one frees them all:
+/// at 32, that was an async worker freeing up to 32 memory hogs' 48 MiB
+/// each, in one call of tens of milliseconds. Small stores (greet's) queue
+/// nothing, as PAGEMAP_SCAN lets their dirty pages be reset with memset
+/// (measured: 122 `madvise` calls in 62,000 greet invocations, batch 1).
+const DECOMMIT_BATCH: usize = 1;
 
 /// A store whose linear memory stayed within this is torn down where its
 /// invocation ran; a larger one on the blocking pool (see [`retire`]).
@@ -439,8 +446,8 @@ impl Sandbox {
             // core to flush its TLB (measured: a quarter of all CPU time
             // under load, and two cores slower than one). Instead, the pages
             // an instance dirtied (found with PAGEMAP_SCAN on Linux 6.7+)
-            // are reset with memset and stay resident, and what is left to
-            // madvise is batched.
+            // are reset with memset and stay resident; what is left (a
+            // store that dirtied more) is given back at its own teardown.
             .decommit_batch_size(DECOMMIT_BATCH)
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(KEEP_RESIDENT)
@@ -632,12 +639,13 @@ impl Sandbox {
 
 /// Tears `store` down and returns its data (`None` only if the runtime shut
 /// down first). Returning a slot to the pool hands the pages its memory
-/// dirtied beyond `KEEP_RESIDENT` back to the kernel, in a batch of up to
-/// `DECOMMIT_BATCH` slots: for a store that grew tens of MiB that is
-/// milliseconds in one `madvise`, during which the thread runs nothing
-/// else. So a store larger than `INLINE_TEARDOWN_BYTES` is torn down on
-/// the blocking pool, and its pages are queued and freed there, never on
-/// an async worker where other apps' requests wait.
+/// dirtied beyond `KEEP_RESIDENT` back to the kernel (`DECOMMIT_BATCH`
+/// is one: no other store's pages come with them): for a store that grew
+/// tens of MiB that is milliseconds in one `madvise`, during which the
+/// thread runs nothing else. So a store larger than
+/// `INLINE_TEARDOWN_BYTES` is torn down on the blocking pool, and its
+/// pages are freed there, never on an async worker where other apps'
+/// requests wait.
 async fn retire(store: Store<InvocationState>) -> Option<InvocationState> {
     if store.data().memory.largest_bytes <= INLINE_TEARDOWN_BYTES {
         return Some(store.into_data());
