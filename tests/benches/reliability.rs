@@ -96,14 +96,8 @@ async fn overload() -> anyhow::Result<()> {
     let mut args = ChildHost::args_for(dir.path());
     // The harness's default of 200 slots, lowered: more connections than
     // slots is the point.
-    let slots = args
-        .iter()
-        .position(|a| a == "--max-instances")
-        .map(|i| i + 1);
-    if let Some(i) = slots {
-        args[i] = OVERLOAD_SLOTS.into();
-    }
-    args.extend(["--max-connections".into(), OVERLOAD_MAX_CONNECTIONS.into()]);
+    set_flag(&mut args, "--max-instances", OVERLOAD_SLOTS);
+    set_flag(&mut args, "--max-connections", OVERLOAD_MAX_CONNECTIONS);
     let log = LogLines::default();
     let host = ChildHost::start_with_args(CHILD, &args, &log).await?;
     let pid = host.pid();
@@ -178,6 +172,15 @@ async fn overload() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sets `flag` to `value` in a child's `args`: replaces the value it has
+/// (e.g. one of [`ChildHost::args_for`]'s), or adds the pair.
+fn set_flag(args: &mut Vec<std::ffi::OsString>, flag: &str, value: &str) {
+    match args.iter().position(|a| a == flag) {
+        Some(i) if i + 1 < args.len() => args[i + 1] = value.into(),
+        _ => args.extend([flag.into(), value.into()]),
+    }
+}
+
 /// Loops `path` on the host until `stop`; counts the calls.
 fn hammer(
     host: &ChildClient,
@@ -215,10 +218,7 @@ async fn hostile_neighbours() -> anyhow::Result<()> {
         ("--memory-limit-mib", "64"),
         ("--max-output-mib", "1"),
     ] {
-        match args.iter().position(|a| a == flag) {
-            Some(i) => args[i + 1] = value.into(),
-            None => args.extend([flag.into(), value.into()]),
-        }
+        set_flag(&mut args, flag, value);
     }
     let log = LogLines::default();
     let host = ChildHost::start_with_args(CHILD, &args, &log).await?;
