@@ -56,8 +56,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// every store frees its own pages where it is torn down (see [`retire`]).
 /// With a larger batch, wasmtime queues the regions on a shard shared with
 /// other threads and the thread that queues the last one frees them all:
-/// at 32, that was an async worker freeing up to 32 memory hogs' 48 MiB
-/// each, in one call of tens of milliseconds. Small stores (greet's) queue
+/// at 32, that could be an async worker freeing up to 32 memory hogs' 48
+/// MiB each in one call (not timed; one hog's alone takes milliseconds).
+/// Small stores (greet's) queue
 /// nothing, as PAGEMAP_SCAN lets their dirty pages be reset with memset
 /// (measured: 122 `madvise` calls in 62,000 greet invocations, batch 1).
 const DECOMMIT_BATCH: usize = 1;
