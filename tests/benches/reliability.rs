@@ -16,6 +16,10 @@
 //!    and at a steady 5,000 requests/s (an open loop, latency counted from
 //!    when each request was due). `HOSTILE_KINDS=hog,huge` (parts of the
 //!    paths below; `never` for the orchestrator) runs only those kinds.
+//!    Last, greet's latency next to a native process doing what the hog
+//!    guest does (fresh 16 MiB chunks of memory filled, 48 MiB at a time,
+//!    then returned): the floor that the same work costs greet when the
+//!    operating system, not the host, keeps them apart.
 //!
 //! Run with `cargo bench -p perdure-tests --bench reliability [-- overload|hostile]`.
 
@@ -45,7 +49,20 @@ const NEIGHBOUR_DURATION: Duration = Duration::from_secs(10);
 /// the queueing of a saturated machine.
 const PACED_RATE: f64 = 5_000.0;
 
+/// Set (to a duration in milliseconds) in the environment of the bench's
+/// own copy that plays the native hog for that long.
+const NATIVE_HOG_ENV: &str = "PERDURE_BENCH_NATIVE_HOG_MS";
+
+/// The hog guest's chunk: `vec![1u8; 16 << 20]`.
+const HOG_CHUNK: usize = 16 << 20;
+/// Chunks the hog guest fills before its 64 MiB limit stops it (its
+/// memory starts at about 1 MiB).
+const HOG_CHUNKS: usize = 3;
+
 fn main() -> anyhow::Result<()> {
+    if let Ok(ms) = std::env::var(NATIVE_HOG_ENV) {
+        return native_hog(Duration::from_millis(ms.parse()?));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -290,6 +307,85 @@ async fn hostile_neighbours() -> anyhow::Result<()> {
             ms(beside.summary.p50)
         );
     }
+    if chosen("hog") {
+        let native = beside_native_hog(&greet, &paced).await?;
+        println!(
+            "greet next to a native process doing the hog's work ({}): p99 {:.3} ms as fast as it answers, {:.3} ms at {PACED_RATE} req/s",
+            native.hog_rounds.trim(),
+            ms(native.saturated.summary.p99),
+            ms(native.paced.summary.p99),
+        );
+    }
     host.kill()?;
+    Ok(())
+}
+
+/// Greet's latency while a native process does the hog guest's work.
+struct BesideNativeHog {
+    saturated: load::LoadReport,
+    paced: load::LoadReport,
+    /// What the native hog printed: how much work it did.
+    hog_rounds: String,
+}
+
+/// Runs `saturated` and then `paced` while a copy of this bench plays the
+/// native hog (see [`native_hog`]) for as long as both take.
+async fn beside_native_hog(saturated: &Load, paced: &Load) -> anyhow::Result<BesideNativeHog> {
+    let lasts = 2 * NEIGHBOUR_DURATION + Duration::from_secs(2);
+    let hog = std::process::Command::new(std::env::current_exe()?)
+        .env(NATIVE_HOG_ENV, lasts.as_millis().to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start the native hog")?;
+    let saturated = load::run(saturated).await?;
+    saturated.print("native");
+    let paced = load::run(paced).await?;
+    paced.print("native, paced");
+    let output = tokio::task::spawn_blocking(move || hog.wait_with_output()).await??;
+    anyhow::ensure!(
+        output.status.success(),
+        "the native hog failed: {}",
+        output.status
+    );
+    Ok(BesideNativeHog {
+        saturated,
+        paced,
+        hog_rounds: String::from_utf8_lossy(&output.stdout).into_owned(),
+    })
+}
+
+/// What the hog guest does, natively, for `lasts`: fills fresh chunks of
+/// memory (first touches, so every page faults in) and returns them, over
+/// and over, on one thread. Prints how many rounds it made.
+fn native_hog(lasts: Duration) -> anyhow::Result<()> {
+    let bytes = HOG_CHUNK * HOG_CHUNKS;
+    let started = Instant::now();
+    let mut rounds = 0u64;
+    while started.elapsed() < lasts {
+        // SAFETY: a fresh private anonymous mapping of `bytes`, written
+        // only within them and unmapped once, after the last write.
+        unsafe {
+            let memory = libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            anyhow::ensure!(memory != libc::MAP_FAILED, "mmap failed");
+            for chunk in 0..HOG_CHUNKS {
+                std::ptr::write_bytes(memory.cast::<u8>().add(chunk * HOG_CHUNK), 1, HOG_CHUNK);
+            }
+            std::hint::black_box(memory);
+            libc::munmap(memory, bytes);
+        }
+        rounds += 1;
+    }
+    println!(
+        "{rounds} rounds of {} MiB, {:.1}/s",
+        bytes >> 20,
+        rounds as f64 / started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
