@@ -49,9 +49,9 @@ const NEIGHBOUR_DURATION: Duration = Duration::from_secs(10);
 /// the queueing of a saturated machine.
 const PACED_RATE: f64 = 5_000.0;
 
-/// Set (to a duration in milliseconds) in the environment of the bench's
-/// own copy that plays the native hog for that long.
-const NATIVE_HOG_ENV: &str = "PERDURE_BENCH_NATIVE_HOG_MS";
+/// Set in the environment of the bench's own copy that plays the native
+/// hog (see [`native_hog`]).
+const NATIVE_HOG_ENV: &str = "PERDURE_BENCH_NATIVE_HOG";
 
 /// The hog guest's chunk: `vec![1u8; 16 << 20]`.
 const HOG_CHUNK: usize = 16 << 20;
@@ -60,8 +60,8 @@ const HOG_CHUNK: usize = 16 << 20;
 const HOG_CHUNKS: usize = 3;
 
 fn main() -> anyhow::Result<()> {
-    if let Ok(ms) = std::env::var(NATIVE_HOG_ENV) {
-        return native_hog(Duration::from_millis(ms.parse()?));
+    if std::env::var_os(NATIVE_HOG_ENV).is_some() {
+        return native_hog();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -339,17 +339,18 @@ struct BesideNativeHog {
 }
 
 /// Runs `saturated` and then `paced` while a copy of this bench plays the
-/// native hog (see [`native_hog`]) for as long as both take.
+/// native hog (see [`native_hog`]); closing its stdin stops it.
 async fn beside_native_hog(saturated: &Load, paced: &Load) -> anyhow::Result<BesideNativeHog> {
-    let lasts = 2 * NEIGHBOUR_DURATION + Duration::from_secs(2);
-    let hog = std::process::Command::new(std::env::current_exe()?)
-        .env(NATIVE_HOG_ENV, lasts.as_millis().to_string())
+    let mut hog = std::process::Command::new(std::env::current_exe()?)
+        .env(NATIVE_HOG_ENV, "1")
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .context("cannot start the native hog")?;
-    let saturated = load::run(saturated).await?;
+    let loads = async { anyhow::Ok((load::run(saturated).await?, load::run(paced).await?)) }.await;
+    drop(hog.stdin.take());
+    let (saturated, paced) = loads?;
     saturated.print("native");
-    let paced = load::run(paced).await?;
     paced.print("native, paced");
     let output = tokio::task::spawn_blocking(move || hog.wait_with_output()).await??;
     anyhow::ensure!(
@@ -364,14 +365,20 @@ async fn beside_native_hog(saturated: &Load, paced: &Load) -> anyhow::Result<Bes
     })
 }
 
-/// What the hog guest does, natively, for `lasts`: fills fresh chunks of
-/// memory (first touches, so every page faults in) and returns them, over
-/// and over, on one thread. Prints how many rounds it made.
-fn native_hog(lasts: Duration) -> anyhow::Result<()> {
+/// What the hog guest does, natively, until stdin ends: fills fresh
+/// chunks of memory (first touches, so every page faults in) and returns
+/// them, over and over, on one thread. Prints how many rounds it made.
+fn native_hog() -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopper = stop.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        stopper.store(true, Ordering::Relaxed);
+    });
     let bytes = HOG_CHUNK * HOG_CHUNKS;
     let started = Instant::now();
     let mut rounds = 0u64;
-    while started.elapsed() < lasts {
+    while !stop.load(Ordering::Relaxed) {
         // SAFETY: a fresh private anonymous mapping of `bytes`, written
         // only within them and unmapped once, after the last write.
         unsafe {
