@@ -16,10 +16,12 @@
 //!    and at a steady 5,000 requests/s (an open loop, latency counted from
 //!    when each request was due). `HOSTILE_KINDS=hog,huge` (parts of the
 //!    paths below; `never` for the orchestrator) runs only those kinds.
-//!    Last, greet's latency next to a native process doing what the hog
-//!    guest does (fresh 16 MiB chunks of memory filled, 48 MiB at a time,
-//!    then returned): the floor that the same work costs greet when the
-//!    operating system, not the host, keeps them apart.
+//!    With the hog among the kinds, last, greet's latency next to a native
+//!    process doing what the hog guest does at the rate the guest did it
+//!    (fresh 16 MiB chunks of memory filled, 48 MiB at a time, then
+//!    returned): the floor that the same work costs greet when the
+//!    operating system, not the host, keeps them apart. The bench fails
+//!    if greet got an error or a shed answer next to the hostile guests.
 //!
 //! Run with `cargo bench -p perdure-tests --bench reliability [-- overload|hostile]`.
 
@@ -49,8 +51,8 @@ const NEIGHBOUR_DURATION: Duration = Duration::from_secs(10);
 /// the queueing of a saturated machine.
 const PACED_RATE: f64 = 5_000.0;
 
-/// Set in the environment of the bench's own copy that plays the native
-/// hog (see [`native_hog`]).
+/// Set, to the rounds a second to make, in the environment of the bench's
+/// own copy that plays the native hog (see [`native_hog`]).
 const NATIVE_HOG_ENV: &str = "PERDURE_BENCH_NATIVE_HOG";
 
 /// The hog guest's chunk: `vec![1u8; 16 << 20]`.
@@ -60,8 +62,8 @@ const HOG_CHUNK: usize = 16 << 20;
 const HOG_CHUNKS: usize = 3;
 
 fn main() -> anyhow::Result<()> {
-    if std::env::var_os(NATIVE_HOG_ENV).is_some() {
-        return native_hog();
+    if let Ok(rate) = std::env::var(NATIVE_HOG_ENV) {
+        return native_hog(rate.parse()?);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -253,7 +255,6 @@ async fn hostile_neighbours() -> anyhow::Result<()> {
     alone_paced.print("alone, paced");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let calls = Arc::new(AtomicU64::new(0));
     let paths = [
         "/api/hostile/spin",
         "/api/hostile/host-call-spin",
@@ -266,9 +267,12 @@ async fn hostile_neighbours() -> anyhow::Result<()> {
     let only = std::env::var("HOSTILE_KINDS").unwrap_or_default();
     let chosen = |kind: &str| only.is_empty() || only.split(',').any(|part| kind.contains(part));
     let paths: Vec<_> = paths.into_iter().filter(|p| chosen(p)).collect();
+    // One count per kind, so that the hog's rate is known.
+    let calls: Vec<_> = paths.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
     let hostiles: Vec<_> = paths
         .iter()
-        .map(|p| hammer(&client, p, &stop, &calls))
+        .zip(&calls)
+        .map(|(p, count)| hammer(&client, p, &stop, count))
         .collect();
     let mut never_yielding = 0;
     for _ in 0..if chosen("never") { 4 } else { 0 } {
@@ -278,29 +282,25 @@ async fn hostile_neighbours() -> anyhow::Result<()> {
             never_yielding += 1;
         }
     }
+    let hostile_since = Instant::now();
     let beside = load::run(&greet).await?;
     let beside_paced = load::run(&paced).await?;
     stop.store(true, Ordering::Relaxed);
+    let hostile_secs = hostile_since.elapsed().as_secs_f64();
     for task in hostiles {
         task.await?;
     }
     beside.print("hostile");
     beside_paced.print("hostile, paced");
+    let made: Vec<_> = paths
+        .iter()
+        .zip(&calls)
+        .map(|(p, count)| format!("{p} {}", count.load(Ordering::Relaxed)))
+        .collect();
     println!(
-        "hostile calls made meanwhile: {} (one loop per kind: {}), plus {never_yielding} never-yielding orchestrations",
-        calls.load(Ordering::Relaxed),
-        paths.join(", ")
+        "hostile calls made meanwhile, in {hostile_secs:.1} s (one loop per kind): {}; plus {never_yielding} never-yielding orchestrations",
+        made.join(", ")
     );
-    // Contained means greet is still served, every request of it, however
-    // slower: an error here is a broken promise, not a figure.
-    for (what, report) in [("hostile", &beside), ("hostile, paced", &beside_paced)] {
-        anyhow::ensure!(
-            report.errors.is_empty() && report.shed == 0,
-            "greet failed next to hostile guests ({what}): {:?}, {} shed",
-            report.errors,
-            report.shed
-        );
-    }
     for (how, alone, beside) in [
         ("as fast as it answers".to_owned(), &alone, &beside),
         (
@@ -317,16 +317,28 @@ async fn hostile_neighbours() -> anyhow::Result<()> {
             ms(beside.summary.p50)
         );
     }
-    if chosen("hog") {
-        let native = beside_native_hog(&greet, &paced).await?;
+    if let Some(hog) = paths.iter().position(|p| p.contains("hog")) {
+        let rate = calls[hog].load(Ordering::Relaxed) as f64 / hostile_secs;
+        let native = beside_native_hog(&greet, &paced, rate).await?;
         println!(
-            "greet next to a native process doing the hog's work ({}): p99 {:.3} ms as fast as it answers, {:.3} ms at {PACED_RATE} req/s",
+            "greet next to a native process doing the hog's work at the hog guest's {rate:.1} calls/s ({}): p99 {:.3} ms as fast as it answers, {:.3} ms at {PACED_RATE} req/s",
             native.hog_rounds.trim(),
             ms(native.saturated.summary.p99),
             ms(native.paced.summary.p99),
         );
     }
     host.kill()?;
+    // Contained means greet is still served, every request of it, however
+    // slower: an error here is a broken promise, not a figure (checked
+    // after the figures are printed, so a failing run still shows them).
+    for (what, report) in [("hostile", &beside), ("hostile, paced", &beside_paced)] {
+        anyhow::ensure!(
+            report.errors.is_empty() && report.shed == 0,
+            "greet failed next to hostile guests ({what}): {:?}, {} shed",
+            report.errors,
+            report.shed
+        );
+    }
     Ok(())
 }
 
@@ -339,10 +351,16 @@ struct BesideNativeHog {
 }
 
 /// Runs `saturated` and then `paced` while a copy of this bench plays the
-/// native hog (see [`native_hog`]); closing its stdin stops it.
-async fn beside_native_hog(saturated: &Load, paced: &Load) -> anyhow::Result<BesideNativeHog> {
+/// native hog (see [`native_hog`]) at `rate` rounds a second; closing its
+/// stdin stops it.
+async fn beside_native_hog(
+    saturated: &Load,
+    paced: &Load,
+    rate: f64,
+) -> anyhow::Result<BesideNativeHog> {
+    anyhow::ensure!(rate > 0.0, "the hog guest made no call to match");
     let mut hog = std::process::Command::new(std::env::current_exe()?)
-        .env(NATIVE_HOG_ENV, "1")
+        .env(NATIVE_HOG_ENV, rate.to_string())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -367,8 +385,9 @@ async fn beside_native_hog(saturated: &Load, paced: &Load) -> anyhow::Result<Bes
 
 /// What the hog guest does, natively, until stdin ends: fills fresh
 /// chunks of memory (first touches, so every page faults in) and returns
-/// them, over and over, on one thread. Prints how many rounds it made.
-fn native_hog() -> anyhow::Result<()> {
+/// them, on one thread, at most `rate` rounds a second (the guest's rate,
+/// so that both do the same work). Prints how many rounds it made.
+fn native_hog(rate: f64) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let stopper = stop.clone();
     std::thread::spawn(move || {
@@ -394,10 +413,13 @@ fn native_hog() -> anyhow::Result<()> {
             for chunk in 0..HOG_CHUNKS {
                 std::ptr::write_bytes(memory.cast::<u8>().add(chunk * HOG_CHUNK), 1, HOG_CHUNK);
             }
-            std::hint::black_box(memory);
             libc::munmap(memory, bytes);
         }
         rounds += 1;
+        let due = Duration::from_secs_f64(rounds as f64 / rate);
+        if let Some(early) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(early);
+        }
     }
     println!(
         "{rounds} rounds of {} MiB, {:.1}/s",
