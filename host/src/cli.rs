@@ -65,12 +65,12 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
-    crate::failpoint::arm();
+    perdure_storage::failpoint::arm();
     let settings = tokio::task::spawn_blocking(move || settings.with_file())
         .await
         .context("cannot read the settings")??;
     let config = settings.host_config();
-    let (functions, db) = (config.functions_dir.clone(), config.db_path.clone());
+    let (functions, db) = (config.functions_dir.clone(), config.db.clone());
     let host = Host::start(config)
         .await
         .context("perdure could not start")?;
@@ -95,7 +95,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         %addr,
         dashboard,
         functions = %functions.display(),
-        db = %db.display(),
+        db = %db,
         apps = host.registry().snapshot().apps.len(),
         "perdure is ready: functions at http://{addr}/api/"
     );

@@ -29,7 +29,7 @@ pub fn route(template: &str, path: &str) {
 pub fn journal(text: &str) {
     let _ = journal::parse_await_all(text);
     let _ = journal::parse_await_any(text);
-    let _ = crate::sandbox::GuestError::from_stored(text);
+    let _ = perdure_records::GuestError::from_stored(text);
 }
 
 /// An app's `NAME.toml` and the host's settings file.
@@ -43,7 +43,7 @@ pub fn identifiers(text: &str) {
     if let Some(context) = TraceContext::parse(text) {
         assert_eq!(TraceContext::parse(&context.header()), Some(context));
     }
-    let _ = crate::durable::model::InstanceId::parse(text);
+    let _ = perdure_records::InstanceId::parse(text);
     if let Ok(digest) = text.parse::<crate::model::Digest>() {
         assert_eq!(
             digest.to_string().parse::<crate::model::Digest>().ok(),
@@ -51,6 +51,6 @@ pub fn identifiers(text: &str) {
         );
     }
     if let Some((name, key)) = text.split_once('@') {
-        let _ = crate::durable::entities::model::EntityId::parse(name, key);
+        let _ = perdure_records::EntityId::parse(name, key);
     }
 }

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::database::{Database, OpenDatabase};
 use crate::durable::{Engine, EngineConfig};
 use crate::http::{HttpContext, HttpLimits, Listener};
 use crate::keys::{Keys, MasterKeySource};
@@ -18,16 +19,16 @@ use crate::registry::Registry;
 use crate::sandbox::{
     CodeCache, EngineError, OutboundClient, OutboundSetupError, Sandbox, SandboxLimits,
 };
-use crate::storage::{DurableStorage, SqliteStorage, Storage, StorageError};
 use crate::watcher::{FolderEvent, FolderWatch, WatchError, run_deployer, watch_folder};
+use perdure_storage::StorageError;
 
 /// Everything `perdure serve` can be told.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
     /// The watched folder of `*.wasm` function apps.
     pub functions_dir: PathBuf,
-    /// The SQLite database file.
-    pub db_path: PathBuf,
+    /// The database: a SQLite file, or a PostgreSQL URL.
+    pub db: Database,
     /// Compiled code cache; defaults to `<db>.cache` beside the database.
     pub cache_dir: Option<PathBuf>,
     pub listen: SocketAddr,
@@ -58,10 +59,10 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
-    pub fn new(functions_dir: impl Into<PathBuf>, db_path: impl Into<PathBuf>) -> Self {
+    pub fn new(functions_dir: impl Into<PathBuf>, db: impl Into<Database>) -> Self {
         Self {
             functions_dir: functions_dir.into(),
-            db_path: db_path.into(),
+            db: db.into(),
             cache_dir: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 7071)),
             dashboard_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7072))),
@@ -90,7 +91,7 @@ impl HostConfig {
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir
             .clone()
-            .unwrap_or_else(|| self.db_path.with_extension("cache"))
+            .unwrap_or_else(|| self.db.default_cache_dir())
     }
 }
 
@@ -146,7 +147,7 @@ pub struct Host {
     addr: SocketAddr,
     registry: Arc<Registry>,
     engine: Arc<Engine>,
-    storage: Arc<SqliteStorage>,
+    storage: OpenDatabase,
     master_key_source: MasterKeySource,
     master_key: Option<String>,
     shutdown: watch::Sender<bool>,
@@ -179,18 +180,11 @@ impl Host {
             std::fs::canonicalize(&dir).map_err(io(format!("cannot resolve {}", dir.display())))?;
 
         let metrics = Arc::new(Metrics::new());
-        let db_path = config.db_path.clone();
-        let max_db_bytes = config.max_db_bytes;
-        let commits = metrics.commits();
-        let storage = tokio::task::spawn_blocking(move || {
-            SqliteStorage::open_with(&db_path, max_db_bytes, commits)
-        })
-        .await
-        .map_err(|e| StorageError::Database(e.to_string()))??;
-        let storage = Arc::new(storage);
-        let dyn_storage: Arc<dyn Storage> = storage.clone();
+        let storage =
+            OpenDatabase::open(&config.db, config.max_db_bytes, Arc::new(metrics.commits()))
+                .await?;
         let (keys, master_key_source, master_key) =
-            Keys::load(dyn_storage, config.master_key.as_deref()).await?;
+            Keys::load(storage.storage(), config.master_key.as_deref()).await?;
         let keys = Arc::new(keys);
 
         let limits = config.sandbox.clone();
@@ -206,14 +200,13 @@ impl Host {
         let cache = CodeCache::open(&cache_dir)
             .map_err(io(format!("cannot create {}", cache_dir.display())))?;
         let registry = Arc::new(Registry::new(Arc::new(sandbox), cache, dir.clone()));
-        let durable_storage: Arc<dyn DurableStorage> = storage.clone();
         let mut engine_config = config.engine_config();
         if let Some(endpoint) = &config.otlp_endpoint {
             let client = registry.sandbox().outbound().clone();
             engine_config.traces = crate::traces::Traces::otlp(endpoint, client)?;
         }
         let engine = Engine::new(
-            durable_storage,
+            storage.durable(),
             registry.clone(),
             keys.clone(),
             engine_config,
@@ -345,7 +338,6 @@ impl Host {
         // Instances stop where they are; their journals resume them at the
         // next start.
         self.engine.stop();
-        let storage = self.storage.clone();
-        let _ = tokio::task::spawn_blocking(move || storage.close()).await;
+        self.storage.close().await;
     }
 }

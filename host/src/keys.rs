@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::model::AuthLevel;
-use crate::storage::{Storage, StorageError, StoredKey};
+use perdure_storage::{Storage, StorageError, StoredKey};
 
 const MASTER_KEY_SETTING: &str = "master_key";
 /// The secret instance keys are derived from; never leaves the database.

@@ -3,8 +3,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod database;
 pub mod durable;
-pub mod failpoint;
+
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod host;
@@ -20,11 +21,12 @@ pub mod remote;
 pub mod route;
 pub mod sandbox;
 pub mod settings;
-pub mod storage;
+
 mod time;
 pub mod traces;
 pub mod watcher;
 
+pub use database::Database;
 pub use host::{Host, HostConfig, StartError};
 pub use http::HttpLimits;
 pub use sandbox::SandboxLimits;

@@ -23,8 +23,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry, Unit};
 
-use crate::durable::model::RuntimeStatus;
 use crate::model::FunctionKind;
+use perdure_records::RuntimeStatus;
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -116,6 +116,13 @@ pub struct CommitMetrics {
     pub commit_seconds: Histogram,
 }
 
+impl perdure_storage::CommitObserver for CommitMetrics {
+    fn committed(&self, jobs: usize, commit: Duration) {
+        self.commit_seconds.observe(commit.as_secs_f64());
+        self.batch_jobs.observe(jobs as f64);
+    }
+}
+
 impl Default for CommitMetrics {
     fn default() -> Self {
         Self {
@@ -128,7 +135,7 @@ impl Default for CommitMetrics {
 /// Figures read at scrape time from the database and the engine.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Sampled {
-    pub backlog: crate::storage::Backlog,
+    pub backlog: perdure_storage::Backlog,
     /// Age of the oldest queued work item.
     pub oldest_work_item: Option<Duration>,
     pub apps_loaded: u64,
@@ -474,7 +481,7 @@ mod tests {
         let counts = metrics.invocation_counts("hello", "Greet", FunctionKind::Http);
         assert_eq!((counts.total, counts.failed), (2, 1));
         let text = metrics.render(&Sampled {
-            backlog: crate::storage::Backlog {
+            backlog: perdure_storage::Backlog {
                 instances: vec![(RuntimeStatus::Running, 3)],
                 ..Default::default()
             },

@@ -158,15 +158,7 @@ pub fn validate_function_name(name: &str) -> Result<(), DescriptionError> {
     }
 }
 
-/// 1-128 ASCII letters, digits, `_`, `-` or `.`: function and entity
-/// operation names, which appear in URLs and journals.
-pub fn is_plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
+pub use perdure_records::is_plain_name;
 
 fn validate_operations(f: &RawFunction) -> Result<Vec<String>, DescriptionError> {
     if f.kind != FunctionKind::Entity {

@@ -11,7 +11,7 @@ use crate::durable::journal::{
     parse_await_all, parse_await_any,
 };
 use crate::route::RouteTemplate;
-use crate::sandbox::GuestError;
+use perdure_records::GuestError;
 
 fn answer() -> impl Strategy<Value = Answer> {
     let outcome = prop_oneof![

@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! functions = "functions"        # relative paths are relative to this file
-//! db = "perdure.db"
+//! db = "perdure.db"              # or "postgres://perdure@db.internal/perdure"
 //! listen = "0.0.0.0:7071"
 //! memory_limit_mib = 256
 //! timeout_secs = 60
@@ -24,7 +24,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
-use crate::{HostConfig, HttpLimits, SandboxLimits};
+use crate::{Database, HostConfig, HttpLimits, SandboxLimits};
 
 /// Every host-wide setting; `None` is "not given here".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Args, Deserialize)]
@@ -42,11 +42,13 @@ pub struct ServeSettings {
     #[arg(long, value_name = "DIR")]
     pub functions: Option<PathBuf>,
 
-    /// The SQLite database file (created if missing). Compiled code is
-    /// cached beside it in `<db>.cache/` unless --cache-dir says otherwise.
+    /// The database: a SQLite file (created if missing; compiled code is
+    /// cached beside it in `<db>.cache/` unless --cache-dir says
+    /// otherwise), or a PostgreSQL database that several hosts share,
+    /// `postgres://user[:password]@host[:port]/database`.
     /// [default: ./perdure.db]
-    #[arg(long, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    #[arg(long, value_name = "PATH|URL", env = "PERDURE_DB")]
+    pub db: Option<Database>,
 
     /// Where compiled code is cached by digest, so restarts do not
     /// recompile. [default: <db>.cache]
@@ -211,9 +213,13 @@ impl ServeSettings {
             message: e.message().to_owned(),
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
+        if let Some(Database::Sqlite(p)) = &mut file.db
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
+        }
         for p in [
             &mut file.functions,
-            &mut file.db,
             &mut file.cache_dir,
             &mut file.outbound_ca_file,
         ]
@@ -262,7 +268,8 @@ impl ServeSettings {
     pub fn host_config(self) -> HostConfig {
         let mut config = HostConfig::new(
             self.functions.unwrap_or_else(|| "./functions".into()),
-            self.db.unwrap_or_else(|| "./perdure.db".into()),
+            self.db
+                .unwrap_or_else(|| Database::Sqlite("./perdure.db".into())),
         );
         let sandbox = SandboxLimits::default();
         let http = HttpLimits::default();
@@ -324,7 +331,10 @@ mod tests {
         };
         let config = flags.with_file()?.host_config();
         assert_eq!(config.functions_dir, dir.path().join("apps"));
-        assert_eq!(config.db_path, PathBuf::from("/var/lib/perdure.db"));
+        assert_eq!(
+            config.db,
+            Database::Sqlite(PathBuf::from("/var/lib/perdure.db"))
+        );
         assert_eq!(config.sandbox.timeout, Duration::from_secs(5));
         assert_eq!(config.sandbox.max_instances, 20);
         assert_eq!(

@@ -24,7 +24,7 @@ use anyhow::bail;
 use std::sync::Arc;
 
 use perdure::durable::Engine;
-use perdure::durable::model::{InstanceId, RuntimeStatus};
+use perdure_records::{InstanceId, RuntimeStatus};
 use perdure_tests::{TestHost, guests};
 
 const LATENCY_RUNS: usize = 50;
@@ -209,7 +209,7 @@ async fn waiting_memory() -> anyhow::Result<()> {
     )
     .await?;
     // Waiting means the first episode committed: the instance is Running.
-    let filter = perdure::durable::model::InstanceFilter {
+    let filter = perdure_records::InstanceFilter {
         statuses: vec![RuntimeStatus::Running],
         name: Some("CollectEvents".into()),
         ..Default::default()

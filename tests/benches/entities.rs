@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use perdure::durable::Engine;
-use perdure::durable::entities::model::{EntityId, EntityOpKind, NewEntityOp};
-use perdure::storage::{DurableStorage as _, SqliteStorage};
+use perdure_records::{EntityId, EntityOpKind, NewEntityOp};
+use perdure_sqlite::SqliteStorage;
+use perdure_storage::DurableStorage as _;
 use perdure_tests::{TestHost, guests};
 
 const DEADLINE: Duration = Duration::from_secs(900);
@@ -163,7 +164,7 @@ async fn run() -> anyhow::Result<()> {
     let rss_before = perdure_tests::rss_mib()?;
     let started = Instant::now();
     let host = TestHost::start_with(&[("counter.wasm", guests::COUNTER)], |c| {
-        c.db_path = db.clone();
+        c.db = db.clone().into();
         c.sandbox.max_instances = 256;
     })
     .await?;

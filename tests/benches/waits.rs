@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use perdure::durable::Engine;
 use perdure::durable::journal::kind;
-use perdure::durable::model::{InboxBody, InstanceFilter, InstanceId, RuntimeStatus};
+use perdure_records::{InboxBody, InstanceFilter, InstanceId, RuntimeStatus};
 use perdure_tests::{TestHost, guests};
 
 const DEADLINE: Duration = Duration::from_secs(600);

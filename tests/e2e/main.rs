@@ -27,6 +27,7 @@ mod sandbox;
 mod secrets;
 mod settings;
 mod shutdown;
+mod storage;
 mod timers;
 mod traces;
 mod versions;

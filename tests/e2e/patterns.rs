@@ -65,7 +65,7 @@ async fn monitor_follows_the_service_alerts_and_survives_a_restart() -> anyhow::
     // Many generations later the journal is still one generation long.
     let history = host
         .engine()
-        .history(&perdure::durable::model::InstanceId::parse(&id)?)
+        .history(&perdure_records::InstanceId::parse(&id)?)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no history"))?;
     assert!(checks(&recovered) >= 5, "{recovered}");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use perdure::durable::model::InstanceId;
+use perdure_records::InstanceId;
 use perdure_tests::{TestHost, guests};
 use serde_json::{Value, json};
 

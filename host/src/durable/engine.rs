@@ -19,15 +19,16 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 
-use super::model::{
-    Effects, History, InboxMessage, InstanceId, RuntimeStatus, TaskOutcome, WorkItem,
-};
 use super::session::{Fault, Session};
 use super::timers::TimerClock;
 use crate::model::{Digest, FunctionKind};
 use crate::registry::Registry;
-use crate::sandbox::{ActivityInfo, AppCode, Caller, GuestError, InstanceLog, InvocationError};
-use crate::storage::{DurableStorage, StorageError};
+use crate::sandbox::{ActivityInfo, AppCode, Caller, InstanceLog, InvocationError};
+use perdure_records::GuestError;
+use perdure_records::{
+    Effects, History, InboxMessage, InstanceId, RuntimeStatus, TaskOutcome, WorkItem,
+};
+use perdure_storage::{DurableStorage, StorageError};
 
 /// How the engine behaves; defaults suit one machine.
 #[derive(Debug, Clone)]

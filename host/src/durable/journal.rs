@@ -4,9 +4,9 @@
 
 use serde_json::{Value, json};
 
-use super::entities::model::EntityId;
-use super::model::{JournalEntry, TaskOutcome};
-use crate::sandbox::GuestError;
+use perdure_records::EntityId;
+use perdure_records::GuestError;
+use perdure_records::{JournalEntry, TaskOutcome};
 
 /// The journal kinds of the calls the engine answers.
 pub mod kind {
@@ -217,7 +217,7 @@ pub fn parse_await_any(result: &str) -> Option<(usize, Answer)> {
 /// (same inputs, same UUID), shaped as a version 5 UUID.
 pub fn derived_guid(instance: &str, generation: u64, seq: u64) -> String {
     use sha2::{Digest as _, Sha256};
-    let instance = super::model::in_generation(instance, generation);
+    let instance = perdure_records::in_generation(instance, generation);
     let hash = Sha256::digest(format!("perdure-guid:{instance}:{seq}").as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&hash[..16]);
@@ -264,10 +264,10 @@ mod tests {
         // Generation 0 derives exactly what hosts before generations did
         // (sha256 of "perdure-guid:i:1"), so their journals replay alike.
         assert_eq!(a, "55172535-b9f0-5e4a-80fa-9685809068dc");
-        use crate::durable::model::InstanceId;
+        use perdure_records::InstanceId;
         assert_eq!(InstanceId::parse("p")?.child(0, 5).as_str(), "p:5");
         assert_eq!(InstanceId::parse("p")?.child(2, 5).as_str(), "p:g2:5");
-        use crate::durable::model::in_generation;
+        use perdure_records::in_generation;
         assert_eq!(in_generation("i", 0), "i");
         assert_eq!(in_generation("i", 2), "i#g2");
         assert_eq!(a.len(), 36);

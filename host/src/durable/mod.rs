@@ -10,8 +10,7 @@
 mod engine;
 pub mod entities;
 pub mod journal;
-pub mod model;
-pub mod retry;
+
 pub(crate) mod session;
 pub(crate) mod spans;
 pub mod timeline;
@@ -29,12 +28,12 @@ use std::time::Duration;
 
 pub use engine::EngineConfig;
 pub(crate) use engine::{LoadedOrchestrator, Shared, Signal};
-use model::{InstanceFilter, InstanceId, InstancePage, InstanceRecord, RuntimeStatus};
+use perdure_records::{InstanceFilter, InstanceId, InstancePage, InstanceRecord, RuntimeStatus};
 
 use crate::keys::Keys;
 use crate::registry::Registry;
-use crate::storage::{ChangeOutcome, CreateOutcome, DurableStorage, EventOutcome, StorageError};
 use crate::time::now_ms;
+use perdure_storage::{ChangeOutcome, CreateOutcome, DurableStorage, EventOutcome, StorageError};
 
 /// Why an instance could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +55,7 @@ pub struct Engine {
     keys: Arc<Keys>,
     /// The last backlog read and when its query started: one query at a
     /// time, shared by the requests that arrived before it began.
-    backlog: tokio::sync::Mutex<Option<(std::time::Instant, crate::storage::Backlog)>>,
+    backlog: tokio::sync::Mutex<Option<(std::time::Instant, perdure_storage::Backlog)>>,
 }
 
 /// Work items claimed per sweep of expired leases.
@@ -216,7 +215,7 @@ impl Engine {
                 match fresh {
                     Some(record) => {
                         self.shared
-                            .start_fresh(model::History::of_new(InstanceRecord {
+                            .start_fresh(perdure_records::History::of_new(InstanceRecord {
                                 generation,
                                 ..record
                             }))
@@ -234,7 +233,10 @@ impl Engine {
     }
 
     /// The instance with its journal and inbox.
-    pub async fn history(&self, id: &InstanceId) -> Result<Option<model::History>, StorageError> {
+    pub async fn history(
+        &self,
+        id: &InstanceId,
+    ) -> Result<Option<perdure_records::History>, StorageError> {
         self.shared.storage().history(id).await
     }
 
@@ -242,7 +244,7 @@ impl Engine {
     ///
     /// The counts scan their tables, so one query runs at a time: a caller
     /// that waited for one that started after it arrived takes its answer.
-    pub async fn backlog(&self) -> Result<crate::storage::Backlog, StorageError> {
+    pub async fn backlog(&self) -> Result<perdure_storage::Backlog, StorageError> {
         let arrived = std::time::Instant::now();
         let mut last = self.backlog.lock().await;
         if let Some((started, backlog)) = last.as_ref()
@@ -262,7 +264,7 @@ impl Engine {
         id: &InstanceId,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<model::StoredLogLine>, StorageError> {
+    ) -> Result<Vec<perdure_records::StoredLogLine>, StorageError> {
         self.shared.storage().logs(id, after, limit).await
     }
 

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use super::engine::Shared;
-use super::model::{InstanceId, RuntimeStatus, TaskOutcome, WorkItem};
-use crate::storage::StorageError;
 use crate::time::now_ms;
 use crate::traces::{SAMPLED, SpanOf, SpanRecord, TraceContext, derived_trace_id, span_id};
+use perdure_records::{InstanceId, RuntimeStatus, TaskOutcome, WorkItem};
+use perdure_storage::StorageError;
 
 /// Ancestors followed to find a root instance at most.
 const MAX_DEPTH: usize = 32;
@@ -39,7 +39,7 @@ pub(crate) struct GenerationEnd {
     pub(crate) error: Option<String>,
     /// The generation's history, read before it ended, when ending it
     /// replaced its journal (continue-as-new); else it is read now.
-    pub(crate) history: Option<super::model::History>,
+    pub(crate) history: Option<perdure_records::History>,
 }
 
 impl Shared {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::journal::{self, kind};
-use super::model::{History, InboxBody};
+use perdure_records::{History, InboxBody};
 
 /// One task of the timeline.
 #[derive(Debug, Serialize)]

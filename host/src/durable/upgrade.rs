@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use super::engine::Shared;
-use super::model::{InstanceId, RuntimeStatus};
 use super::session::{Fault, Session};
 use crate::model::Digest;
-use crate::storage::{ChangeOutcome, StorageError};
+use perdure_records::{InstanceId, RuntimeStatus};
+use perdure_storage::{ChangeOutcome, StorageError};
 
 /// What an upgrade did.
 #[derive(Debug, Clone, PartialEq, Eq)]

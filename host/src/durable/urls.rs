@@ -8,7 +8,7 @@
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::Serialize;
 
-use super::model::InstanceId;
+use perdure_records::InstanceId;
 
 /// The base path of the durable management API.
 pub const BASE_PATH: &str = "/runtime/webhooks/durabletask";

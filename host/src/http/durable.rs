@@ -20,10 +20,10 @@ use super::error::json_response;
 use super::{
     ApiError, HttpContext, HttpResponse, presented_key, query_pairs, read_body, require_master,
 };
-use crate::durable::model::{InstanceId, InstanceRecord};
 use crate::durable::urls::RETRY_AFTER_SECS;
 use crate::durable::{PlainResponse, StartError};
-use crate::storage::{ChangeOutcome, EventOutcome};
+use perdure_records::{InstanceId, InstanceRecord};
+use perdure_storage::{ChangeOutcome, EventOutcome};
 
 /// Instances per page of the list route when `top` is not given, and at
 /// most.
@@ -215,7 +215,7 @@ async fn status(
     };
     let code = if !record.status.is_finished() {
         StatusCode::ACCEPTED
-    } else if error_on_failure && record.status != crate::durable::model::RuntimeStatus::Completed {
+    } else if error_on_failure && record.status != perdure_records::RuntimeStatus::Completed {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
         StatusCode::OK
@@ -254,7 +254,7 @@ fn changed(id: &InstanceId, outcome: ChangeOutcome) -> Result<HttpResponse, ApiE
     }
 }
 
-fn gone(id: &InstanceId, status: crate::durable::model::RuntimeStatus) -> ApiError {
+fn gone(id: &InstanceId, status: perdure_records::RuntimeStatus) -> ApiError {
     ApiError::new(
         StatusCode::GONE,
         "failed-precondition",
@@ -268,7 +268,7 @@ async fn raise_event(
     id: &InstanceId,
     event: &str,
 ) -> Result<HttpResponse, ApiError> {
-    crate::durable::model::check_event_name(event).map_err(ApiError::bad_request)?;
+    perdure_records::check_event_name(event).map_err(ApiError::bad_request)?;
     let data = json_body(ctx, req, "event data").await?;
     match ctx.engine.raise_event(id, event.to_owned(), data).await? {
         EventOutcome::Delivered(_) => Ok(super::error::empty(StatusCode::ACCEPTED)),

@@ -9,10 +9,10 @@ use serde_json::{Map, Value, json};
 
 use super::ApiError;
 use crate::durable::journal;
-use crate::durable::model::{
+use crate::time::rfc3339_ms;
+use perdure_records::{
     History, InboxBody, InboxMessage, InstanceFilter, InstanceRecord, JournalEntry, RuntimeStatus,
 };
-use crate::time::rfc3339_ms;
 
 /// JSON text as stored, as a value; text that does not parse (it always
 /// should) is shown as a string rather than lost.

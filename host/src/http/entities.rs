@@ -18,7 +18,7 @@ use super::durable_views::{flag, param};
 use super::error::json_response;
 use super::{ApiError, HttpContext, HttpResponse, query_pairs, require_master};
 use crate::durable::entities::SignalError;
-use crate::durable::entities::model::EntityId;
+use perdure_records::EntityId;
 
 pub(super) async fn handle(
     ctx: &HttpContext,

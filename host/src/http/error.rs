@@ -79,8 +79,8 @@ impl ApiError {
     }
 }
 
-impl From<crate::storage::StorageError> for ApiError {
-    fn from(e: crate::storage::StorageError) -> Self {
+impl From<perdure_storage::StorageError> for ApiError {
+    fn from(e: perdure_storage::StorageError) -> Self {
         tracing::error!("storage error: {e}");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

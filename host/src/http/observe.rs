@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::error::json_response;
 use super::{ApiError, HttpContext, HttpResponse};
-use crate::durable::model::{InstanceId, RuntimeStatus};
 use crate::time::rfc3339_ms;
+use perdure_records::{InstanceId, RuntimeStatus};
 
 /// Log lines per page at most, and when `top` is not given.
 const MAX_LOG_PAGE: usize = 1000;

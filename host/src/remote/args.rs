@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::exit;
-use crate::durable::model::RuntimeStatus;
+use perdure_records::RuntimeStatus;
 
 /// How to reach the host and how to print its answers; every client
 /// command takes these.

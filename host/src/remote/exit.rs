@@ -2,7 +2,7 @@
 //! Scripts rely on them, so a code never changes meaning; new outcomes get
 //! new numbers.
 
-use crate::durable::model::RuntimeStatus;
+use perdure_records::RuntimeStatus;
 
 /// The command did what it was asked. For `start --wait` and `status`,
 /// also: the instance completed, or (for `status`) it has not finished yet.

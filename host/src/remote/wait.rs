@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::commands::Context;
 use super::{Answer, RemoteError};
-use crate::durable::model::RuntimeStatus;
+use perdure_records::RuntimeStatus;
 
 /// The first pause between polls: a short instance is seen to end soon
 /// after it does. Each pause doubles, up to [`MAX_POLL`], so a long one

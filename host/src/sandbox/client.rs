@@ -8,13 +8,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::ToWit;
 use super::bindings::perdure::functions::{client, types};
 use super::orchestration::entity_id;
 use super::state::InvocationState;
 use crate::durable::entities::SignalError;
-use crate::durable::model::{InstanceId, InstanceRecord, RuntimeStatus};
 use crate::durable::{Engine, PlainResponse, StartError};
-use crate::storage::{ChangeOutcome, EventOutcome, StorageError};
+use perdure_records::{InstanceId, InstanceRecord, RuntimeStatus};
+use perdure_storage::{ChangeOutcome, EventOutcome, StorageError};
 
 type Json = String;
 type ClientResult<T> = wasmtime::Result<Result<T, types::Error>>;
@@ -179,7 +180,7 @@ impl client::Host for InvocationState {
         let run = async move {
             let engine = engine?;
             let id = parse_id(&instance_id)?;
-            crate::durable::model::check_event_name(&event_name)
+            perdure_records::check_event_name(&event_name)
                 .map_err(|e| error(types::ErrorCode::InvalidArgument, e))?;
             serde_json::from_str::<serde::de::IgnoredAny>(&data).map_err(|e| {
                 error(

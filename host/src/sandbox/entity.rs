@@ -15,10 +15,11 @@ use super::bindings::exports::perdure::functions::app::EntityRequest;
 use super::bindings::perdure::functions::{entity_context, types};
 use super::orchestration::entity_id;
 use super::state::{Caller, InvocationState, Role};
-use super::{AppCode, GuestError, InvocationError, Sandbox};
-use crate::durable::entities::model::{EntityId, EntityOpKind, EntitySend, NewEntityOp};
-use crate::durable::model::{InstanceId, NewChild};
+use super::{AppCode, InvocationError, Sandbox};
 use crate::model::FunctionKind;
+use perdure_records::GuestError;
+use perdure_records::{EntityId, EntityOpKind, EntitySend, NewEntityOp};
+use perdure_records::{InstanceId, NewChild};
 
 type Json = String;
 

@@ -12,8 +12,8 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::durable::model::LogLine;
 use crate::time::now_ms;
+use perdure_records::LogLine;
 
 /// Lines kept between two takes (one episode, one activity run).
 const MAX_LINES: usize = 1000;

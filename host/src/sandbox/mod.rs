@@ -44,6 +44,7 @@ use bindings::{FunctionApp, FunctionAppPre, types};
 use state::{InvocationState, Role};
 
 use crate::durable::session::Session;
+use perdure_records::GuestError;
 
 use crate::metrics::Metrics;
 use crate::model::{AuthLevel, FunctionKind, RawFunction, RawTrigger};
@@ -170,48 +171,23 @@ fn outcome_of<T>(result: &Result<Result<T, GuestError>, InvocationError>) -> &'s
     }
 }
 
-/// An error a function returned (the WIT `error` record).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct GuestError {
-    pub code: &'static str,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<serde_json::Value>,
-}
-
-/// The error codes of the WIT `error-code` enum, as the APIs spell them.
-const ERROR_CODES: [&str; 12] = [
-    "invalid-argument",
-    "not-found",
-    "already-exists",
-    "failed-precondition",
-    "permission-denied",
-    "resource-exhausted",
-    "timeout",
-    "cancelled",
-    "application",
-    "trapped",
-    "nondeterminism",
-    "internal",
-];
-
+/// The WIT error code named as the APIs spell it.
 fn code_name(code: types::ErrorCode) -> &'static str {
     use types::ErrorCode as C;
-    let index = match code {
-        C::InvalidArgument => 0,
-        C::NotFound => 1,
-        C::AlreadyExists => 2,
-        C::FailedPrecondition => 3,
-        C::PermissionDenied => 4,
-        C::ResourceExhausted => 5,
-        C::Timeout => 6,
-        C::Cancelled => 7,
-        C::Application => 8,
-        C::Trapped => 9,
-        C::Nondeterminism => 10,
-        C::Internal => 11,
-    };
-    ERROR_CODES[index]
+    match code {
+        C::InvalidArgument => "invalid-argument",
+        C::NotFound => "not-found",
+        C::AlreadyExists => "already-exists",
+        C::FailedPrecondition => "failed-precondition",
+        C::PermissionDenied => "permission-denied",
+        C::ResourceExhausted => "resource-exhausted",
+        C::Timeout => "timeout",
+        C::Cancelled => "cancelled",
+        C::Application => "application",
+        C::Trapped => "trapped",
+        C::Nondeterminism => "nondeterminism",
+        C::Internal => "internal",
+    }
 }
 
 fn code_value(name: &str) -> types::ErrorCode {
@@ -232,40 +208,13 @@ fn code_value(name: &str) -> types::ErrorCode {
     }
 }
 
-impl GuestError {
-    /// `code` is one of the WIT error codes; anything else reads as
-    /// `application`.
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
-        Self {
-            code: ERROR_CODES
-                .into_iter()
-                .find(|c| *c == code)
-                .unwrap_or("application"),
-            message: message.into(),
-            details: None,
-        }
-    }
+/// The WIT record of a [`GuestError`], handed back to a guest.
+pub(crate) trait ToWit {
+    fn to_wit(&self) -> types::Error;
+}
 
-    /// Reads back the JSON this error serializes to; text that is not such
-    /// JSON becomes an `internal` error carrying it.
-    pub fn from_stored(json: &str) -> Self {
-        #[derive(serde::Deserialize)]
-        struct Stored {
-            code: String,
-            message: String,
-            details: Option<serde_json::Value>,
-        }
-        match serde_json::from_str::<Stored>(json) {
-            Ok(stored) => Self {
-                details: stored.details,
-                ..Self::new(&stored.code, stored.message)
-            },
-            Err(_) => Self::new("internal", json),
-        }
-    }
-
-    /// The WIT record handed back to a guest.
-    pub fn to_wit(&self) -> types::Error {
+impl ToWit for GuestError {
+    fn to_wit(&self) -> types::Error {
         types::Error {
             code: code_value(self.code),
             message: self.message.clone(),
@@ -277,11 +226,10 @@ impl GuestError {
 impl From<types::Error> for GuestError {
     fn from(e: types::Error) -> Self {
         Self {
-            code: code_name(e.code),
-            message: e.message,
             details: e
                 .details
                 .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d))),
+            ..Self::new(code_name(e.code), e.message)
         }
     }
 }

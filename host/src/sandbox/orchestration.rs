@@ -3,14 +3,15 @@
 //! A [`Fault`] stops the orchestrator (the call traps) and is kept in the
 //! session for the engine to act on.
 
+use super::ToWit;
 use super::bindings::perdure::functions::{orchestration, types};
 use super::state::{InvocationState, Role};
-use crate::durable::entities::model::EntityId;
 use crate::durable::journal::Answer;
-use crate::durable::retry::RetryPolicy;
 use crate::durable::session::{Fault, Session};
 use crate::model::FunctionKind;
-use crate::sandbox::GuestError;
+use perdure_records::EntityId;
+use perdure_records::GuestError;
+use perdure_records::RetryPolicy;
 
 type Json = String;
 

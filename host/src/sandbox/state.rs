@@ -95,7 +95,7 @@ pub(crate) enum Role {
     Orchestrator(Box<Session>),
     Activity(ActivityInfo),
     /// An entity operation, with what it sent so far.
-    Entity(Vec<crate::durable::entities::model::EntitySend>),
+    Entity(Vec<perdure_records::EntitySend>),
 }
 
 /// Computing this long without waiting makes an invocation long-running:
@@ -225,7 +225,7 @@ fn instance_seed(instance: &str, generation: u64) -> Vec<u8> {
     while bytes.len() < SEED_BYTES {
         let mut hash = Sha256::new();
         hash.update(b"perdure-random:");
-        hash.update(crate::durable::model::in_generation(instance, generation).as_bytes());
+        hash.update(perdure_records::in_generation(instance, generation).as_bytes());
         hash.update(block.to_le_bytes());
         bytes.extend_from_slice(&hash.finalize());
         block += 1;

@@ -1,11 +1,11 @@
 //! What clients (the HTTP API and guests' durable client) may do with
 //! entities: signal them, read their state, list them.
 
-use super::model::{EntityId, EntityOpKind, EntityPage, EntityRecord, NewEntityOp};
 use crate::durable::Engine;
 use crate::model::FunctionKind;
 use crate::registry::Registry;
-use crate::storage::StorageError;
+use perdure_records::{EntityId, EntityOpKind, EntityPage, EntityRecord, NewEntityOp};
+use perdure_storage::StorageError;
 
 /// Why a signal was refused.
 #[derive(Debug, thiserror::Error)]

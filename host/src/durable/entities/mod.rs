@@ -12,7 +12,6 @@
 //! - Idle entities have no task and no memory: only rows.
 
 mod api;
-pub mod model;
 
 pub use api::SignalError;
 pub(crate) use api::deliverable;
@@ -21,11 +20,12 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use model::{EntityBatch, EntityCommit, EntityId, EntityOpKind, EntitySend, OpDone};
+use perdure_records::{EntityBatch, EntityCommit, EntityId, EntityOpKind, EntitySend, OpDone};
 
 use super::engine::{Shared, invocation_error};
 use crate::model::FunctionKind;
-use crate::sandbox::{BatchOutcome, GuestError, InvocationError, OperationCall};
+use crate::sandbox::{BatchOutcome, InvocationError, OperationCall};
+use perdure_records::GuestError;
 
 /// Messages read (and committed) per batch.
 const BATCH: usize = 256;
@@ -313,7 +313,7 @@ async fn execute(
 async fn keep_started_versions(
     shared: &Shared,
     commit: &EntityCommit,
-) -> Result<(), crate::storage::StorageError> {
+) -> Result<(), perdure_storage::StorageError> {
     for (_, done) in &commit.done {
         if let OpDone::Ran { sends, .. } = done {
             for send in sends {

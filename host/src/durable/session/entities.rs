@@ -12,10 +12,10 @@
 //!   (signals may go anywhere), and no second lock is taken.
 
 use super::{Fault, Session, TaskKind};
-use crate::durable::entities::model::{EntityId, EntityOpKind, NewEntityOp};
 use crate::durable::entities::{SignalError, deliverable};
 use crate::durable::journal::Call;
-use crate::sandbox::GuestError;
+use perdure_records::GuestError;
+use perdure_records::{EntityId, EntityOpKind, NewEntityOp};
 
 impl Session {
     fn entity_message(&mut self, target: EntityId, kind: EntityOpKind, reply_task: Option<u64>) {

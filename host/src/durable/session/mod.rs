@@ -22,16 +22,16 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::mpsc;
 
 use super::engine::{Shared, Signal};
-use super::entities::model::{EntityId, NewEntityOp};
 use super::journal::{self, Call};
-use super::model::{
+use super::upgrade::UpgradeRequest;
+use crate::sandbox::InstanceLog;
+use crate::time::now_ms;
+use perdure_records::{
     ContinueAsNew, Episode, History, InboxBody, InboxMessage, InstanceId, InstanceRecord,
     JournalEntry, NewChild, NewTimer, NewWorkItem, RuntimeStatus, StatusUpdate, TaskOutcome,
 };
-use super::upgrade::UpgradeRequest;
-use crate::sandbox::InstanceLog;
-use crate::storage::StorageError;
-use crate::time::now_ms;
+use perdure_records::{EntityId, NewEntityOp};
+use perdure_storage::StorageError;
 
 /// Why a run stopped before the orchestrator returned. Carried out of the
 /// guest as the error of the host call that stopped it.

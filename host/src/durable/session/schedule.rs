@@ -8,9 +8,9 @@ use std::sync::atomic::Ordering;
 use super::{Fault, Session, Task, TaskKind, TaskState};
 use crate::durable::engine::LoadedOrchestrator as Orchestrator;
 use crate::durable::journal::Call;
-use crate::durable::model::{InstanceId, NewChild, NewTimer, NewWorkItem};
-use crate::durable::retry::RetryPolicy;
-use crate::sandbox::GuestError;
+use perdure_records::GuestError;
+use perdure_records::RetryPolicy;
+use perdure_records::{InstanceId, NewChild, NewTimer, NewWorkItem};
 
 fn policy_value(retry: Option<&RetryPolicy>) -> Result<Option<serde_json::Value>, Fault> {
     let Some(policy) = retry else {

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sandbox::GuestError;
+use crate::GuestError;
 
 /// An orchestration instance id: 1 to 256 printable characters, none of
 /// them `/`, `\\`, `?` or `#` (ids appear in URL paths).
@@ -77,7 +77,7 @@ impl InstanceId {
         // Without the OS generator, clock and counter still give unique ids
         // within this host.
         if getrandom::fill(&mut bytes).is_err() {
-            bytes[..8].copy_from_slice(&crate::time::now_ms().to_le_bytes());
+            bytes[..8].copy_from_slice(&crate::now_ms().to_le_bytes());
             bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
         }
         Self(hex::encode(bytes))
@@ -344,7 +344,7 @@ pub struct Episode {
     pub cancelled_timers: Vec<u64>,
     pub children: Vec<NewChild>,
     /// Messages to entities (calls, signals, locks, unlocks), in order.
-    pub entity_ops: Vec<super::entities::model::NewEntityOp>,
+    pub entity_ops: Vec<crate::entity::NewEntityOp>,
     /// Tasks answered at once (e.g. a sub-orchestration that names no
     /// loaded orchestrator): stored in the inbox like any completion.
     pub completions: Vec<(u64, TaskOutcome)>,
@@ -415,7 +415,7 @@ pub struct Effects {
     /// The earliest timer the write created, if any.
     pub next_timer_ms: Option<i64>,
     /// Entities with new messages (or released locks) to process.
-    pub entities: Vec<super::entities::model::EntityId>,
+    pub entities: Vec<crate::entity::EntityId>,
 }
 
 impl Effects {

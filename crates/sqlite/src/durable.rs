@@ -10,21 +10,19 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::entities;
 use super::observe;
-use super::sqlite::SqliteStorage;
 use super::tasks;
-use super::{
-    Backlog, ChangeOutcome, CreateOutcome, DurableStorage, EventOutcome, StorageFuture, TraceOrigin,
-};
-use crate::durable::entities::model::{
-    EntityBatch, EntityCommit, EntityId, EntityPage, EntityRecord, NewEntityOp,
-};
-use crate::durable::model::{
+use crate::SqliteStorage;
+use perdure_records::GuestError;
+use perdure_records::now_ms;
+use perdure_records::{
     Effects, Episode, History, InboxBody, InboxMessage, InstanceFilter, InstanceId, InstancePage,
     InstanceRecord, JournalEntry, LogLine, RuntimeStatus, StoredLogLine, TaskAttempt, TaskOutcome,
     WorkItem,
 };
-use crate::sandbox::GuestError;
-use crate::time::now_ms;
+use perdure_records::{EntityBatch, EntityCommit, EntityId, EntityPage, EntityRecord, NewEntityOp};
+use perdure_storage::{
+    Backlog, ChangeOutcome, CreateOutcome, DurableStorage, EventOutcome, StorageFuture, TraceOrigin,
+};
 
 const INSTANCE_COLUMNS: &str = "id, name, app, digest, status, input, output, custom_status, parent_id, created_ms, updated_ms, COALESCE(started_ms, created_ms), generation";
 

@@ -3,8 +3,8 @@
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::{Backlog, TraceOrigin};
-use crate::durable::model::{LogLine, RuntimeStatus, StoredLogLine};
+use perdure_records::{LogLine, RuntimeStatus, StoredLogLine};
+use perdure_storage::{Backlog, TraceOrigin};
 
 /// Counts of instances by status (from the `instances_by_status` index)
 /// and of the work-item, timer and entity-message queues.
@@ -178,8 +178,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::durable::model::{InstanceId, InstanceRecord};
-    use crate::storage::{DurableStorage, SqliteStorage};
+    use crate::SqliteStorage;
+    use perdure_records::{InstanceId, InstanceRecord};
+    use perdure_storage::DurableStorage;
 
     fn line(i: usize) -> LogLine {
         LogLine {

@@ -6,8 +6,8 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::durable::model::{InstanceId, NewChild};
-use crate::sandbox::GuestError;
+use crate::GuestError;
+use crate::instance::{InstanceId, NewChild};
 
 /// An entity's address: its entity function's name and a key. The name
 /// follows the function-name rule; the key is 1 to 256 printable
@@ -34,7 +34,7 @@ impl EntityId {
     pub const MAX_KEY_LEN: usize = 256;
 
     pub fn parse(name: &str, key: &str) -> Result<Self, EntityIdError> {
-        if !crate::model::is_plain_name(name) {
+        if !crate::is_plain_name(name) {
             return Err(EntityIdError::Name(name.chars().take(200).collect()));
         }
         let key_ok = !key.is_empty()

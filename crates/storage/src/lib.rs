@@ -1,30 +1,29 @@
-//! Durable storage behind a trait, so that a server database shared by
-//! several hosts can replace the embedded SQLite default.
+//! What Perdure keeps in its database, as traits: [`Storage`] (settings
+//! and keys) and [`DurableStorage`] (instances, journals, inboxes, work
+//! items, timers, entities, component versions). The embedded SQLite
+//! backend (`perdure-sqlite`) and the PostgreSQL backend
+//! (`perdure-postgres`) implement them; the engine, the HTTP API and the
+//! CLI see only these traits.
 //!
-//! Invariants: only this module touches rusqlite; every blocking database
-//! call runs on the writer thread or a blocking-pool thread, never on
+//! Invariants every backend keeps: no blocking database call runs on
 //! tokio's async threads; a write is acknowledged only after its
-//! transaction committed.
+//! transaction committed; the records are `perdure-records`', so this
+//! crate and the backends compile without the engine, the sandbox and
+//! HTTP.
 
-mod durable;
-mod entities;
-mod observe;
-mod sqlite;
-mod tasks;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod failpoint;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::durable::entities::model::{
-    EntityBatch, EntityCommit, EntityId, EntityPage, EntityRecord, NewEntityOp,
+use perdure_records::{
+    Effects, EntityBatch, EntityCommit, EntityId, EntityPage, EntityRecord, Episode, History,
+    InboxMessage, InstanceFilter, InstanceId, InstancePage, InstanceRecord, LogLine, NewEntityOp,
+    RuntimeStatus, StoredLogLine, TaskOutcome, WorkItem,
 };
-use crate::durable::model::{
-    Effects, Episode, History, InboxMessage, InstanceFilter, InstanceId, InstancePage,
-    InstanceRecord, LogLine, RuntimeStatus, StoredLogLine, TaskOutcome, WorkItem,
-};
-
-pub use sqlite::SqliteStorage;
 
 /// Why a storage call failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -51,6 +50,11 @@ pub enum StorageError {
         "the database file could not be read or written ({0}); check the disk, its file system and the file's permissions"
     )]
     Io(String),
+    /// The database server cannot be reached, or dropped the connection
+    /// (a restart, a failover, a network fault). A write that failed so may
+    /// or may not have committed; every caller's retry is idempotent.
+    #[error("the database server is unreachable ({0}); new work is refused until it answers again")]
+    Unavailable(String),
     /// The writer thread has stopped (the host is shutting down).
     #[error("the database writer has stopped")]
     Closed,
@@ -65,15 +69,17 @@ pub enum StorageError {
     TooNew { found: i64, supported: i64 },
 }
 
-impl From<rusqlite::Error> for StorageError {
-    fn from(e: rusqlite::Error) -> Self {
-        match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DiskFull) => Self::Full(e.to_string()),
-            Some(rusqlite::ErrorCode::ReadOnly) => Self::ReadOnly(e.to_string()),
-            Some(rusqlite::ErrorCode::SystemIoFailure) => Self::Io(e.to_string()),
-            _ => Self::Database(e.to_string()),
-        }
-    }
+/// What a backend reports about each transaction it commits, for the
+/// host's metrics.
+pub trait CommitObserver: Send + Sync + 'static {
+    /// A transaction of `jobs` writes committed; its `COMMIT` took
+    /// `commit`.
+    fn committed(&self, jobs: usize, commit: std::time::Duration);
+}
+
+/// Records nothing.
+impl CommitObserver for () {
+    fn committed(&self, _jobs: usize, _commit: std::time::Duration) {}
 }
 
 /// A boxed storage future; keeps [`Storage`] object-safe.
@@ -160,7 +166,7 @@ impl Backlog {
     }
 }
 
-/// What an instance's trace derives from (see `crate::traces`).
+/// What an instance's trace derives from (see the host's `traces`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TraceOrigin {
     pub parent_id: Option<String>,

@@ -17,12 +17,12 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::durable::claim_one;
-use crate::durable::model::{
+use perdure_records::GuestError;
+use perdure_records::RetryPolicy;
+use perdure_records::{
     ContinueAsNew, Effects, InboxBody, InboxMessage, InstanceId, NewChild, RuntimeStatus,
     TaskOutcome, WorkItem,
 };
-use crate::durable::retry::RetryPolicy;
-use crate::sandbox::GuestError;
 
 /// Timers fired per write.
 pub(super) const FIRE_BATCH: usize = 1000;

@@ -15,11 +15,11 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::tasks;
-use crate::durable::entities::model::{
+use perdure_records::{Effects, InstanceId};
+use perdure_records::{
     EntityBatch, EntityCommit, EntityId, EntityOp, EntityOpKind, EntityPage, EntityRecord,
     EntitySend, NewEntityOp, OpDone,
 };
-use crate::durable::model::{Effects, InstanceId};
 
 fn kind_columns(kind: &EntityOpKind) -> (&'static str, Option<&str>, Option<&str>, Option<String>) {
     match kind {

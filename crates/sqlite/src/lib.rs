@@ -1,6 +1,11 @@
 //! The embedded SQLite default: one writer thread that batches transactions
 //! (group commit), and reader connections used from the blocking pool.
 //!
+//! Invariants: only this crate (among the host's) touches rusqlite; every
+//! blocking database call runs on the writer thread or a blocking-pool
+//! thread, never on tokio's async threads; a write is acknowledged only
+//! after its transaction committed.
+//!
 //! Durability: WAL with `synchronous=FULL`, so an acknowledged write is on
 //! disk. Group commit, not weaker syncing, is what keeps it fast: the writer
 //! takes every job queued while the previous commit was syncing and commits
@@ -21,8 +26,23 @@ use std::thread;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{Storage, StorageError, StorageFuture, StoredKey};
-use crate::metrics::CommitMetrics;
+use perdure_storage::failpoint::{self, Point};
+use perdure_storage::{CommitObserver, Storage, StorageError, StorageFuture, StoredKey};
+
+mod durable;
+mod entities;
+mod observe;
+mod tasks;
+
+/// A rusqlite error as the storage traits name it.
+fn db_error(e: rusqlite::Error) -> StorageError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => StorageError::Full(e.to_string()),
+        Some(rusqlite::ErrorCode::ReadOnly) => StorageError::ReadOnly(e.to_string()),
+        Some(rusqlite::ErrorCode::SystemIoFailure) => StorageError::Io(e.to_string()),
+        _ => StorageError::Database(e.to_string()),
+    }
+}
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records the
 /// last one applied.
@@ -137,7 +157,9 @@ fn lock_owner(db: &Path) -> Result<std::fs::File, StorageError> {
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db_error)?;
     let supported = MIGRATIONS.len() as i64;
     if version > supported {
         return Err(StorageError::TooNew {
@@ -146,10 +168,11 @@ fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
         });
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", index as i64 + 1)?;
-        tx.commit()?;
+        let tx = conn.transaction().map_err(db_error)?;
+        tx.execute_batch(sql).map_err(db_error)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)
+            .map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
     }
     Ok(())
 }
@@ -157,7 +180,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StorageError> {
 impl SqliteStorage {
     /// Opens (creating and migrating if needed) the database. Blocking.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
-        Self::open_with(path, None, CommitMetrics::default())
+        Self::open_with(path, None, Arc::new(()))
     }
 
     /// As [`Self::open`], with writes that would grow the database past
@@ -167,33 +190,38 @@ impl SqliteStorage {
     pub fn open_with(
         path: &Path,
         max_bytes: Option<u64>,
-        commits: CommitMetrics,
+        commits: Arc<dyn CommitObserver>,
     ) -> Result<Self, StorageError> {
         let owner = lock_owner(path)?;
-        let mut conn = Connection::open(path)?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        let mut conn = Connection::open(path).map_err(db_error)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(db_error)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StorageError::Database(format!(
                 "cannot enable WAL on {} (journal mode is {mode})",
                 path.display()
             )));
         }
-        configure(&conn)?;
+        configure(&conn).map_err(db_error)?;
         // Only the writer writes, so only its connection checkpoints.
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+            .map_err(db_error)?;
         migrate(&mut conn)?;
         if let Some(max_bytes) = max_bytes {
-            let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+            let page_size: i64 = conn
+                .pragma_query_value(None, "page_size", |r| r.get(0))
+                .map_err(db_error)?;
             let pages = (max_bytes / page_size.max(512) as u64).max(1);
             // Set after the migrations, so a limit below the schema's size
             // refuses new work rather than the start.
-            conn.pragma_update(None, "max_page_count", pages as i64)?;
+            conn.pragma_update(None, "max_page_count", pages as i64)
+                .map_err(db_error)?;
         }
         let (tx, rx) = mpsc::channel::<Job>();
         let handle = thread::Builder::new()
             .name("perdure-db-writer".into())
-            .spawn(move || write_loop(conn, rx, &commits))
+            .spawn(move || write_loop(conn, rx, &*commits))
             .map_err(|e| StorageError::Database(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -219,7 +247,7 @@ impl SqliteStorage {
         let result_slot = slot.clone();
         let job = Job {
             run: Box::new(move |conn| {
-                let result = f(conn).map_err(StorageError::from);
+                let result = f(conn).map_err(db_error);
                 let outcome = result.as_ref().map(|_| ()).map_err(Clone::clone);
                 if let Ok(mut slot) = result_slot.lock() {
                     *slot = Some(result);
@@ -267,15 +295,17 @@ impl SqliteStorage {
                     let conn = Connection::open_with_flags(
                         &path,
                         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )?;
-                    configure(&conn)?;
+                    )
+                    .map_err(db_error)?;
+                    configure(&conn).map_err(db_error)?;
                     // Readers are many and their reads small (one
                     // instance's rows); the OS page cache holds the file.
-                    conn.pragma_update(None, "cache_size", READER_CACHE_KIB)?;
+                    conn.pragma_update(None, "cache_size", READER_CACHE_KIB)
+                        .map_err(db_error)?;
                     conn
                 }
             };
-            let result = f(&conn).map_err(StorageError::from);
+            let result = f(&conn).map_err(db_error);
             if let Ok(mut pool) = readers.lock() {
                 pool.push(conn);
             }
@@ -307,7 +337,7 @@ impl Drop for SqliteStorage {
     }
 }
 
-fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, commits: &CommitMetrics) {
+fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, commits: &dyn CommitObserver) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -339,7 +369,7 @@ const MAX_BATCH_RERUNS: usize = 3;
 fn run_batch(
     conn: &mut Connection,
     batch: Vec<Job>,
-    commits: &CommitMetrics,
+    commits: &dyn CommitObserver,
 ) -> Vec<(Finisher, Result<(), StorageError>)> {
     let mut done = Vec::with_capacity(batch.len());
     let mut pending = batch;
@@ -347,21 +377,18 @@ fn run_batch(
     while !pending.is_empty() {
         // Which job failed the batch (none: the transaction itself), and why.
         let (failed_job, e) = match conn.transaction() {
-            Err(e) => (None, StorageError::from(e)),
+            Err(e) => (None, db_error(e)),
             Ok(tx) => {
                 let failure = pending
                     .iter_mut()
                     .enumerate()
                     .find_map(|(i, job)| run_in_savepoint(&tx, &mut job.run).err().map(|e| (i, e)));
                 let Some((index, e)) = failure else {
-                    crate::failpoint::hit(crate::failpoint::Point::BeforeCommit);
+                    failpoint::hit(Point::BeforeCommit);
                     let started = std::time::Instant::now();
-                    let committed = tx.commit().map_err(StorageError::from);
-                    commits
-                        .commit_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    commits.batch_jobs.observe(pending.len() as f64);
-                    crate::failpoint::hit(crate::failpoint::Point::AfterCommit);
+                    let committed = tx.commit().map_err(db_error);
+                    commits.committed(pending.len(), started.elapsed());
+                    failpoint::hit(Point::AfterCommit);
                     if let Err(e) = &committed {
                         tracing::error!(jobs = pending.len(), "database commit failed: {e}");
                     }
@@ -394,14 +421,19 @@ fn run_batch(
 /// transaction back (the job's own error), or a savepoint failed.
 fn run_in_savepoint(conn: &Connection, run: &mut JobRun) -> Result<(), StorageError> {
     // Cached statements: the writer runs these for every job.
-    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    let exec = |sql| {
+        conn.prepare_cached(sql)
+            .and_then(|mut statement| statement.execute([]))
+            .map_err(db_error)
+    };
+    exec("SAVEPOINT job")?;
     if let Err(e) = run(conn) {
         if conn.is_autocommit() {
             return Err(e);
         }
-        conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+        exec("ROLLBACK TO job")?;
     }
-    conn.prepare_cached("RELEASE job")?.execute([])?;
+    exec("RELEASE job")?;
     Ok(())
 }
 

@@ -1,0 +1,298 @@
+//! PostgreSQL storage: the same traits as the embedded SQLite default, on a
+//! database server that several hosts can share.
+//!
+//! Architecture, as on SQLite: every write of this host goes to one writer
+//! task that commits many per transaction (`writer.rs`); reads run on a
+//! pool of connections, each with its own statement cache.
+//!
+//! Invariants:
+//! - Only this crate (among the host's) touches tokio-postgres.
+//! - A write is acknowledged only after its transaction committed, with
+//!   `synchronous_commit` on (the server's default, which this crate never
+//!   lowers for anything that cannot be recreated).
+//! - The schema is versioned in `perdure_schema`; a host refuses a
+//!   database of a newer version, and hosts that start together migrate
+//!   one at a time (an advisory transaction lock).
+//! - One host per database, for now: a host holds a session advisory lock
+//!   on a connection of its own from open to close. Several hosts share a
+//!   database once partitions are leased (issue 20); until then a second
+//!   host refuses to start with an error saying which database is taken.
+
+mod connect;
+mod durable;
+mod entities;
+mod observe;
+mod tasks;
+mod writer;
+
+use std::sync::{Arc, Mutex};
+
+use deadpool_postgres::{Object, Pool, Transaction};
+use perdure_storage::{CommitObserver, Storage, StorageError, StorageFuture, StoredKey};
+use tokio::sync::mpsc;
+
+pub use connect::{is_postgres_url, redacted};
+pub use writer::TxFuture;
+
+use connect::{pg_error, pool_error};
+use writer::Job;
+
+/// Schema migrations, applied in order; `perdure_schema.version` records
+/// the last one applied.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// Connections in the pool: the writer's, and reads at once. Reads wait
+/// for a connection rather than opening more.
+const POOL_SIZE: usize = 32;
+
+/// The advisory lock key a host holds while it owns the database
+/// ("perdure" in ASCII).
+const OWNER_LOCK: i64 = 0x0070_6572_6475_7265;
+
+/// The advisory lock key migrations take, so that hosts starting together
+/// migrate one after another.
+const MIGRATION_LOCK: i64 = OWNER_LOCK + 1;
+
+/// PostgreSQL storage for one database.
+pub struct PgStorage {
+    url: String,
+    pool: Pool,
+    writer: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The connection that holds [`OWNER_LOCK`]; dropping it releases the
+    /// lock.
+    owner: Mutex<Option<Object>>,
+}
+
+impl PgStorage {
+    /// Connects to the database at `url`, creates or migrates its schema,
+    /// and takes ownership of it. Errs with what to fix: a bad URL, a
+    /// server that does not answer, a database of a newer schema, or one
+    /// another host owns.
+    pub async fn open(url: &str, commits: Arc<dyn CommitObserver>) -> Result<Self, StorageError> {
+        let config = connect::parse(url)?;
+        let pool = connect::pool(config, POOL_SIZE)?;
+        let where_ = redacted(url);
+        let mut owner = pool.get().await.map_err(|e| match pool_error(e) {
+            StorageError::Unavailable(why) => StorageError::Unavailable(format!(
+                "cannot connect to {where_}: {why}; check that the server runs, and the URL's host, port, user and database"
+            )),
+            other => other,
+        })?;
+        let owned: bool = owner
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        if !owned {
+            return Err(StorageError::InUse {
+                db: where_,
+                lock: format!("PostgreSQL advisory lock {OWNER_LOCK}"),
+            });
+        }
+        migrate(&mut owner).await?;
+        let (sender, jobs) = mpsc::unbounded_channel();
+        let writer_task = tokio::spawn(writer::run(pool.clone(), jobs, commits));
+        Ok(Self {
+            url: where_,
+            pool,
+            writer: Mutex::new(Some(sender)),
+            writer_task: Mutex::new(Some(writer_task)),
+            owner: Mutex::new(Some(owner)),
+        })
+    }
+
+    /// The database's URL, without its password.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Runs `f` in the next write batch; resolves once it has committed.
+    /// `f` may run more than once (when another job of its batch failed,
+    /// or the batch lost a race with another transaction), so it must act
+    /// through the transaction only.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: for<'a> FnMut(&'a Transaction<'a>) -> TxFuture<'a, T> + Send + 'static,
+    {
+        let (job, answer) = Job::new(f);
+        let sender = match self.writer.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        sender
+            .ok_or(StorageError::Closed)?
+            .send(job)
+            .map_err(|_| StorageError::Closed)?;
+        answer.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Runs `f` on a pooled connection.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send,
+        F: for<'a> FnOnce(&'a deadpool_postgres::Client) -> TxFuture<'a, T> + Send,
+    {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        f(&client).await.map_err(pg_error)
+    }
+
+    /// Stops the writer after it has committed everything queued, then
+    /// releases the database.
+    pub async fn close(&self) {
+        if let Ok(mut writer) = self.writer.lock() {
+            writer.take();
+        }
+        let task = self.writer_task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        let owner = self.owner.lock().ok().and_then(|mut o| o.take());
+        if let Some(owner) = owner {
+            // Unlocked explicitly: the pool would keep the session (and
+            // its lock) open.
+            let _ = owner
+                .execute("SELECT pg_advisory_unlock($1)", &[&OWNER_LOCK])
+                .await;
+        }
+        self.pool.close();
+    }
+}
+
+/// Applies the migrations this database lacks, one transaction each, under
+/// [`MIGRATION_LOCK`].
+async fn migrate(client: &mut Object) -> Result<(), StorageError> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg_error)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS perdure_schema (version BIGINT NOT NULL)")
+        .await
+        .map_err(pg_error)?;
+    let found: Option<i64> = tx
+        .query_opt("SELECT version FROM perdure_schema", &[])
+        .await
+        .map_err(pg_error)?
+        .map(|row| row.get(0));
+    let version = found.unwrap_or(0);
+    let supported = MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(StorageError::TooNew {
+            found: version,
+            supported,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.batch_execute(sql).await.map_err(pg_error)?;
+        tracing::info!(version = index + 1, "migrated the PostgreSQL schema");
+    }
+    if found.is_none() {
+        tx.execute(
+            "INSERT INTO perdure_schema (version) VALUES ($1)",
+            &[&supported],
+        )
+        .await
+        .map_err(pg_error)?;
+    } else {
+        tx.execute("UPDATE perdure_schema SET version = $1", &[&supported])
+            .await
+            .map_err(pg_error)?;
+    }
+    tx.commit().await.map_err(pg_error)
+}
+
+impl Storage for PgStorage {
+    fn setting(&self, key: &str) -> StorageFuture<'_, Option<String>> {
+        let key = key.to_owned();
+        Box::pin(self.read(move |client| {
+            Box::pin(async move {
+                let statement = client
+                    .prepare_cached("SELECT value FROM settings WHERE key = $1")
+                    .await?;
+                client
+                    .query_opt(&statement, &[&key])
+                    .await?
+                    .map(|row| row.try_get(0))
+                    .transpose()
+            })
+        }))
+    }
+
+    fn init_setting(&self, key: &str, value: &str) -> StorageFuture<'_, String> {
+        let key = key.to_owned();
+        let value = value.to_owned();
+        Box::pin(self.write(move |tx| {
+            let (key, value) = (key.clone(), value.clone());
+            Box::pin(async move {
+                let insert = tx
+                    .prepare_cached(
+                        "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                    )
+                    .await?;
+                tx.execute(&insert, &[&key, &value]).await?;
+                let select = tx
+                    .prepare_cached("SELECT value FROM settings WHERE key = $1")
+                    .await?;
+                tx.query_one(&select, &[&key]).await?.try_get(0)
+            })
+        }))
+    }
+
+    fn insert_key(&self, key: StoredKey) -> StorageFuture<'_, ()> {
+        Box::pin(self.write(move |tx| {
+            let key = key.clone();
+            Box::pin(async move {
+                let insert = tx
+                    .prepare_cached(
+                        "INSERT INTO function_keys (id, name, function, hash, created_ms) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .await?;
+                tx.execute(
+                    &insert,
+                    &[&key.id, &key.name, &key.function, &&key.hash[..], &key.created_ms],
+                )
+                .await?;
+                Ok(())
+            })
+        }))
+    }
+
+    fn keys(&self) -> StorageFuture<'_, Vec<StoredKey>> {
+        Box::pin(self.read(|client| {
+            Box::pin(async move {
+                let rows = client
+                    .query(
+                        "SELECT id, name, function, hash, created_ms FROM function_keys ORDER BY created_ms, id",
+                        &[],
+                    )
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        let hash: Vec<u8> = row.try_get(3)?;
+                        Ok(StoredKey {
+                            id: row.try_get(0)?,
+                            name: row.try_get(1)?,
+                            function: row.try_get(2)?,
+                            hash: hash.try_into().unwrap_or([0; 32]),
+                            created_ms: row.try_get(4)?,
+                        })
+                    })
+                    .collect()
+            })
+        }))
+    }
+
+    fn delete_key(&self, id: &str) -> StorageFuture<'_, bool> {
+        let id = id.to_owned();
+        Box::pin(self.write(move |tx| {
+            let id = id.clone();
+            Box::pin(async move {
+                let delete = tx
+                    .prepare_cached("DELETE FROM function_keys WHERE id = $1")
+                    .await?;
+                Ok(tx.execute(&delete, &[&id]).await? > 0)
+            })
+        }))
+    }
+}
