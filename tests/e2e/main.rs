@@ -21,6 +21,7 @@ mod orchestrations;
 mod outbound;
 mod overload;
 mod patterns;
+mod postgres_harness;
 mod read_only;
 mod restart;
 mod sandbox;

@@ -22,6 +22,7 @@ perdure::perdure_allocator!();
 pub mod browser;
 pub mod child;
 pub mod load;
+pub mod postgres;
 
 /// Paths of the built components, one constant per guest crate.
 pub mod service;
