@@ -1,5 +1,7 @@
 //! Durable benchmark: the engine on the durable SQLite default
-//! (`synchronous=FULL`), driven in process through `Engine`.
+//! (`synchronous=FULL`), driven in process through `Engine`. The
+//! throughput part runs on SQLite and then on PostgreSQL (fsync on, a
+//! server of the test harness's on this machine), side by side.
 //!
 //! 1. Latency of one hello sequence (an orchestrator calling five trivial
 //!    activities in a row) on an idle host: start to completed.
@@ -100,7 +102,16 @@ async fn run() -> anyhow::Result<()> {
         waiting_memory().await?;
     }
     if wanted("throughput") {
-        throughput().await?;
+        println!(
+            "fsync p50 of this machine: {:.2} ms",
+            ms(perdure_tests::fsync_p50()?)
+        );
+        for backend in perdure_tests::bench_backends()? {
+            println!("== {backend:?}");
+            perdure_tests::set_backend(backend);
+            throughput().await?;
+        }
+        perdure_tests::set_backend(perdure_tests::Backend::Sqlite);
     }
     if wanted("replay") {
         replay().await?;

@@ -83,3 +83,5 @@ async fn sigkill_at_several_moments_loses_no_instance_and_no_result() -> anyhow:
     host.kill()?;
     Ok(())
 }
+
+perdure_tests::also_on_postgres!(sigkill_at_several_moments_loses_no_instance_and_no_result);

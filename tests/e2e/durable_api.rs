@@ -532,3 +532,15 @@ async fn sql_in_request_text_is_only_ever_a_value() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+perdure_tests::also_on_postgres!(
+    starting_refuses_bad_input_and_writes_nothing,
+    a_running_id_cannot_be_reused_but_a_finished_one_can,
+    instance_routes_answer_404_410_and_400,
+    status_shows_history_and_202_while_running,
+    suspend_holds_an_instance_until_resumed,
+    restart_runs_again_with_the_same_input,
+    list_filters_pages_and_bulk_purges,
+    waiting_for_completion_answers_200_with_the_output,
+    sql_in_request_text_is_only_ever_a_value,
+);

@@ -417,3 +417,11 @@ async fn sigkill_during_a_burst_applies_every_signal_exactly_once() -> anyhow::R
     host.kill()?;
     Ok(())
 }
+
+perdure_tests::also_on_postgres!(
+    counter_counts_every_signal_from_concurrent_clients,
+    orchestrators_call_signal_and_see_failures_leave_state_unchanged,
+    concurrent_transfers_keep_the_total_and_never_deadlock,
+    bad_entity_requests_are_refused_clearly,
+    sigkill_during_a_burst_applies_every_signal_exactly_once,
+);

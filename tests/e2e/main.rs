@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod crash_points;
 mod dashboard;
+mod database_urls;
 mod disk_full;
 mod durable_api;
 mod entities;

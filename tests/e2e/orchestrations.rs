@@ -250,3 +250,13 @@ async fn many_instances_complete_with_a_tiny_hot_cap() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+perdure_tests::also_on_postgres!(
+    process_order_takes_every_branch,
+    order_workflow_chains_outputs_and_fails_on_an_unhandled_error,
+    fan_out_fan_in_returns_results_in_order,
+    an_activity_error_is_handled_or_fails_the_instance,
+    async_http_answers_202_and_its_urls_work_with_the_instance_key,
+    time_guids_and_hash_seeds_replay_identically,
+    many_instances_complete_with_a_tiny_hot_cap,
+);

@@ -201,3 +201,9 @@ async fn an_event_raised_before_the_wait_or_after_a_restart_is_delivered() -> an
     assert_eq!(status["output"]["outcome"], "rejected", "{status}");
     Ok(())
 }
+
+perdure_tests::also_on_postgres!(
+    monitor_follows_the_service_alerts_and_survives_a_restart,
+    approval_is_approved_rejected_or_escalated,
+    an_event_raised_before_the_wait_or_after_a_restart_is_delivered,
+);

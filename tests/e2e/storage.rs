@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use perdure_postgres::PgStorage;
 use perdure_sqlite::SqliteStorage;
 use perdure_storage::DurableStorage;
 use perdure_storage::conformance::{DURABLE_CHECKS, settings_and_keys};
+use perdure_tests::postgres::PgServer;
 
 /// Runs every check, each on a database `open` makes; fails naming every
 /// check that failed.
@@ -45,4 +47,26 @@ async fn sqlite_conforms() -> anyhow::Result<()> {
     })
     .await?;
     settings_and_keys(Arc::new(SqliteStorage::open(&dir.path().join("keys.db"))?)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_conforms() -> anyhow::Result<()> {
+    let Some(server) = PgServer::shared().await? else {
+        return Ok(());
+    };
+    // Each check's database lives until the end (dropping one drops it).
+    let databases = std::sync::Mutex::new(Vec::new());
+    run_all("PostgreSQL", || async {
+        let db = server.create_database().await?;
+        let storage: Arc<dyn DurableStorage> =
+            Arc::new(PgStorage::open(db.url(), Arc::new(())).await?);
+        databases
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .push(db);
+        Ok(storage)
+    })
+    .await?;
+    let db = server.create_database().await?;
+    settings_and_keys(Arc::new(PgStorage::open(db.url(), Arc::new(())).await?)).await
 }

@@ -272,3 +272,14 @@ async fn a_new_run_under_a_reused_id_derives_new_child_ids() -> anyhow::Result<(
     }
     Ok(())
 }
+
+perdure_tests::also_on_postgres!(
+    a_timer_due_while_the_host_was_down_fires_after_start,
+    events_are_buffered_and_delivered_in_order,
+    retries_back_off_then_succeed_or_end_with_the_typed_error,
+    sub_orchestrations_return_or_fail_typed_and_name_their_parent,
+    terminate_stops_a_waiting_instance_and_its_children,
+    a_suspended_instance_keeps_an_event_until_resumed,
+    each_generation_derives_its_own_child_ids_and_guids,
+    a_new_run_under_a_reused_id_derives_new_child_ids,
+);

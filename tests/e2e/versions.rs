@@ -143,3 +143,5 @@ async fn instances_stay_on_their_version_unless_upgraded_compatibly() -> anyhow:
     assert_eq!(status["output"], "v3: c b", "{status}");
     Ok(())
 }
+
+perdure_tests::also_on_postgres!(instances_stay_on_their_version_unless_upgraded_compatibly);

@@ -97,8 +97,17 @@ impl ChildHost {
     /// Starts `binary serve` over `dir/functions` and `dir/perdure.db` on a
     /// free loopback port; returns once it reports ready. Its log lines are
     /// appended to `log`.
+    /// On PostgreSQL (see [`crate::on_postgres`]) the database is the
+    /// test's database for `dir` instead of `dir/perdure.db`.
     pub async fn start(binary: &str, dir: &Path, log: &LogLines) -> anyhow::Result<Self> {
-        Self::start_with_args(binary, &Self::args_for(dir), log).await
+        let mut args = Self::args_for(dir);
+        if let Some(url) = crate::child_database_url(dir).await? {
+            if let Some(db) = args.iter().position(|a| a == "--db") {
+                args[db + 1] = url.into();
+            }
+            args.extend(["--cache-dir".into(), dir.join("perdure.cache").into()]);
+        }
+        Self::start_with_args(binary, &args, log).await
     }
 
     /// The arguments [`Self::start`] passes: `dir/functions`,

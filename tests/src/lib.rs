@@ -75,9 +75,124 @@ impl TestResponse {
 /// A host running in this process over real sockets.
 pub struct TestHost {
     host: Option<Host>,
+    /// The PostgreSQL database the host uses, if it does; dropped (and the
+    /// database with it) after the host.
+    _database: Option<postgres::TestDb>,
     dir: tempfile::TempDir,
     config: HostConfig,
     client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// Which database the hosts a test starts use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in the host's temporary folder (the default).
+    Sqlite,
+    /// A fresh database on the test binary's PostgreSQL server.
+    Postgres,
+}
+
+thread_local! {
+    /// The backend of the test running on this thread. A test's body runs
+    /// on its own thread (tokio's `block_on` polls it there), which is
+    /// where it starts its hosts.
+    static BACKEND: std::cell::Cell<Backend> = const { std::cell::Cell::new(Backend::Sqlite) };
+}
+
+/// Makes the hosts this thread starts from now on use `backend` (for
+/// benchmarks, whose one thread compares the backends in turn).
+pub fn set_backend(backend: Backend) {
+    BACKEND.set(backend);
+}
+
+/// The backends a benchmark compares: SQLite, and PostgreSQL where it is
+/// installed (or required).
+pub fn bench_backends() -> anyhow::Result<Vec<Backend>> {
+    let mut backends = vec![Backend::Sqlite];
+    if postgres::PgServer::require()?.is_some() {
+        backends.push(Backend::Postgres);
+    }
+    Ok(backends)
+}
+
+/// The median time of an 8 KiB write and `fdatasync` in the folder of
+/// temporary files, over 200 tries: the figure the durable throughput of
+/// this machine rests on, printed beside the benchmarks' figures.
+pub fn fsync_p50() -> anyhow::Result<Duration> {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir()?;
+    let mut file = std::fs::File::create(dir.path().join("probe"))?;
+    let block = [0u8; 8192];
+    let mut times = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let started = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+/// The PostgreSQL database of the child hosts a test runs over `dir`, when
+/// the test runs on PostgreSQL: created at the first start, the same at
+/// every restart (its URL is kept in `dir/postgres.url`), and dropped with
+/// the server when the test binary exits. `None` on SQLite.
+pub async fn child_database_url(dir: &Path) -> anyhow::Result<Option<String>> {
+    static KEPT: std::sync::Mutex<Vec<postgres::TestDb>> = std::sync::Mutex::new(Vec::new());
+    if BACKEND.get() != Backend::Postgres {
+        return Ok(None);
+    }
+    let file = dir.join("postgres.url");
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return Ok(Some(url));
+    }
+    let database = postgres::PgServer::shared()
+        .await?
+        .context("PostgreSQL is not installed")?
+        .create_database()
+        .await?;
+    let url = database.url().to_owned();
+    std::fs::write(&file, &url)?;
+    KEPT.lock()
+        .map_err(|_| anyhow::anyhow!("the kept databases' lock is poisoned"))?
+        .push(database);
+    Ok(Some(url))
+}
+
+/// Runs `test` with every host it starts on PostgreSQL, so that a test
+/// written for the default backend also checks the other. Skips it (with
+/// a notice) when PostgreSQL is not installed, unless
+/// `PERDURE_REQUIRE_POSTGRES` is set, as CI does.
+pub fn on_postgres(test: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            BACKEND.set(Backend::Sqlite);
+        }
+    }
+    if postgres::PgServer::require()?.is_none() {
+        return Ok(());
+    }
+    BACKEND.set(Backend::Postgres);
+    let _reset = Reset;
+    test()
+}
+
+/// Runs the named tests of the enclosing module again with their hosts on
+/// PostgreSQL (in a child module `on_postgres`, under the same names).
+#[macro_export]
+macro_rules! also_on_postgres {
+    ($($test:ident),* $(,)?) => {
+        mod on_postgres {
+            $(
+                #[test]
+                fn $test() -> anyhow::Result<()> {
+                    $crate::on_postgres(super::$test)
+                }
+            )*
+        }
+    };
 }
 
 /// Installs a log subscriber once, so that host logs show up in failing
@@ -111,7 +226,22 @@ impl TestHost {
         for (name, wasm) in apps {
             std::fs::copy(wasm, functions.join(name)).with_context(|| format!("copy {wasm}"))?;
         }
-        let mut config = HostConfig::new(&functions, dir.path().join("perdure.db"));
+        let database = match BACKEND.get() {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(
+                postgres::PgServer::shared()
+                    .await?
+                    .context("PostgreSQL is not installed")?
+                    .create_database()
+                    .await?,
+            ),
+        };
+        let db = match &database {
+            Some(database) => perdure::Database::Postgres(database.url().to_owned()),
+            None => perdure::Database::Sqlite(dir.path().join("perdure.db")),
+        };
+        let mut config = HostConfig::new(&functions, db);
+        config.cache_dir = Some(dir.path().join("perdure.cache"));
         config.listen = "127.0.0.1:0".parse()?;
         config.dashboard_listen = Some("127.0.0.1:0".parse()?);
         config.master_key = Some(MASTER_KEY.into());
@@ -123,6 +253,7 @@ impl TestHost {
         let client = Client::builder(TokioExecutor::new()).build_http();
         Ok(Self {
             host: Some(host),
+            _database: database,
             dir,
             config,
             client,

@@ -60,10 +60,18 @@ fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
     }
 }
 
+/// How long connecting may take unless the URL sets `connect_timeout`.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A pool of at most `size` connections. Nothing is connected yet.
 pub(crate) fn pool(mut config: tokio_postgres::Config, size: usize) -> Result<Pool, StorageError> {
     if config.get_application_name().is_none() {
         config.application_name("perdure");
+    }
+    // A server that drops packets would hold a connection attempt (and a
+    // request waiting on it) for minutes; past this it is unavailable.
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
     }
     // `prefer` (the default) would try TLS with a server that offers it and
     // fail on a certificate the roots do not know, unlike libpq, which does
@@ -87,8 +95,14 @@ pub(crate) fn pool(mut config: tokio_postgres::Config, size: usize) -> Result<Po
 /// What a PostgreSQL error means to the host.
 pub(crate) fn pg_error(e: tokio_postgres::Error) -> StorageError {
     let Some(db) = e.as_db_error() else {
-        // No server error: the connection failed or closed.
-        return StorageError::Unavailable(e.to_string());
+        // No server error: the connection failed, closed or timed out (an
+        // I/O error underneath), or this side refused a value.
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        return if e.is_closed() || io || e.to_string().starts_with("timeout") {
+            StorageError::Unavailable(e.to_string())
+        } else {
+            StorageError::Database(e.to_string())
+        };
     };
     let code = db.code();
     let text = format!("{}: {}", code.code(), db.message());

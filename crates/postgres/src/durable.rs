@@ -11,168 +11,39 @@
 //! Round trips: statements that do not depend on each other's results are
 //! pipelined (sent together, run by the server in the order sent), so a
 //! job costs a round trip per dependent step, not per statement.
+//! `columns` reads stored values and pipelines statements; `work` inserts
+//! and leases work items.
 
-use std::future::Future;
-use std::pin::Pin;
+mod columns;
+mod work;
+
 use std::sync::Arc;
-use std::task::Poll;
 
 use deadpool_postgres::GenericClient;
 use perdure_records::{
     Effects, EntityBatch, EntityCommit, EntityId, EntityPage, EntityRecord, Episode, GuestError,
     History, InboxBody, InboxMessage, InstanceFilter, InstanceId, InstancePage, InstanceRecord,
-    JournalEntry, LogLine, NewEntityOp, NewWorkItem, RuntimeStatus, StoredLogLine, TaskAttempt,
-    TaskOutcome, WorkItem, now_ms,
+    JournalEntry, LogLine, NewEntityOp, RuntimeStatus, StoredLogLine, TaskAttempt, TaskOutcome,
+    WorkItem, now_ms,
 };
 use perdure_storage::{
     Backlog, ChangeOutcome, CreateOutcome, DurableStorage, EventOutcome, StorageFuture, TraceOrigin,
 };
-use tokio_postgres::types::{FromSql, ToSql, Type};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Error, Row};
 
-use crate::{PgStorage, entities, observe, tasks};
+pub(crate) use columns::{Id, Param, U32, limit, pipeline};
+pub(crate) use work::claim_one;
 
-/// A statement parameter.
-pub(crate) type Param<'a> = &'a (dyn ToSql + Sync);
+use crate::{PgStorage, entities, observe, tasks};
+use columns::{Status, inbox_from_row};
+use work::{claim_expired, insert_work};
 
 /// The columns [`instance_from_row`] reads, as a literal for `concat!`.
 macro_rules! instance_columns {
     () => {
         "id, name, app, digest, status, input, output, custom_status, parent_id, created_ms, updated_ms, COALESCE(started_ms, created_ms), generation"
     };
-}
-
-/// The columns [`work_from_row`] reads (`w` work items, `i` instances).
-macro_rules! work_columns {
-    () => {
-        "w.id, w.instance_id, w.task_id, i.app, i.digest, w.name, w.input, w.attempt, i.generation"
-    };
-}
-
-/// Why a stored value cannot be read as what it should be.
-pub(crate) fn bad_value(what: &str, value: &str) -> Box<dyn std::error::Error + Sync + Send> {
-    format!("unexpected {what} {value:?} in the database").into()
-}
-
-/// A stored runtime status; an unknown one is an error of its row.
-pub(crate) struct Status(pub(crate) RuntimeStatus);
-
-impl<'a> FromSql<'a> for Status {
-    fn from_sql(
-        ty: &Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        let text = <&str as FromSql>::from_sql(ty, raw)?;
-        RuntimeStatus::parse(text)
-            .map(Self)
-            .ok_or_else(|| bad_value("status", text))
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        <&str as FromSql>::accepts(ty)
-    }
-}
-
-/// A stored instance id; an invalid one is an error of its row.
-pub(crate) struct Id(pub(crate) InstanceId);
-
-impl<'a> FromSql<'a> for Id {
-    fn from_sql(
-        ty: &Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        let text = <&str as FromSql>::from_sql(ty, raw)?;
-        InstanceId::parse(text)
-            .map(Self)
-            .map_err(|_| bad_value("instance id", text))
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        <&str as FromSql>::accepts(ty)
-    }
-}
-
-/// A stored BIGINT that must fit a `u32` (attempts and failures); one that
-/// does not is an error of its row.
-pub(crate) struct U32(pub(crate) u32);
-
-impl<'a> FromSql<'a> for U32 {
-    fn from_sql(
-        ty: &Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        let value = i64::from_sql(ty, raw)?;
-        u32::try_from(value)
-            .map(Self)
-            .map_err(|_| bad_value("count", &value.to_string()))
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        <i64 as FromSql>::accepts(ty)
-    }
-}
-
-/// The kind of a stored inbox row.
-enum InboxKind {
-    Task,
-    Event,
-}
-
-impl<'a> FromSql<'a> for InboxKind {
-    fn from_sql(
-        ty: &Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        match <&str as FromSql>::from_sql(ty, raw)? {
-            "task" => Ok(Self::Task),
-            "event" => Ok(Self::Event),
-            other => Err(bad_value("inbox kind", other)),
-        }
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        <&str as FromSql>::accepts(ty)
-    }
-}
-
-/// A count or limit as a BIGINT parameter; `usize::MAX` (no limit) stays
-/// positive, as PostgreSQL refuses a negative limit.
-pub(crate) fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// Runs `futures` concurrently, so that tokio-postgres sends their
-/// statements in one pipeline, in the order given (the order the server
-/// runs them), and returns their outputs in that order. The first error
-/// (the earliest statement's: later ones fail only because it aborted the
-/// transaction) ends it.
-pub(crate) async fn pipeline<T, F>(futures: impl IntoIterator<Item = F>) -> Result<Vec<T>, Error>
-where
-    F: Future<Output = Result<T, Error>> + Unpin,
-{
-    let mut futures: Vec<Option<F>> = futures.into_iter().map(Some).collect();
-    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut waiting = false;
-        for (slot, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            let Some(future) = slot else { continue };
-            match Pin::new(future).poll(cx) {
-                Poll::Ready(Ok(value)) => {
-                    *output = Some(value);
-                    *slot = None;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => waiting = true,
-            }
-        }
-        if waiting {
-            Poll::Pending
-        } else {
-            Poll::Ready(Ok(()))
-        }
-    })
-    .await?;
-    Ok(outputs.into_iter().flatten().collect())
 }
 
 fn instance_from_row(row: &Row) -> Result<InstanceRecord, Error> {
@@ -249,72 +120,6 @@ async fn load_unfinished<C: GenericClient>(
     })
 }
 
-fn inbox_from_row(row: &Row) -> Result<InboxMessage, Error> {
-    let ok: bool = row.try_get(4)?;
-    let payload: String = row.try_get(5)?;
-    let body = match row.try_get::<_, InboxKind>(1)? {
-        // A task row without a task id fails to read (a NULL as i64).
-        InboxKind::Task => InboxBody::TaskCompleted {
-            task_id: row.try_get::<_, i64>(2)? as u64,
-            outcome: if ok {
-                Ok(payload)
-            } else {
-                Err(GuestError::from_stored(&payload))
-            },
-        },
-        InboxKind::Event => InboxBody::Event {
-            name: row.try_get::<_, Option<String>>(3)?.unwrap_or_default(),
-            data: payload,
-        },
-    };
-    Ok(InboxMessage {
-        arrival: row.try_get(0)?,
-        at_ms: row.try_get(6)?,
-        body,
-    })
-}
-
-fn work_from_row(row: &Row) -> Result<WorkItem, Error> {
-    Ok(WorkItem {
-        id: row.try_get(0)?,
-        instance_id: row.try_get::<_, Id>(1)?.0,
-        task_id: row.try_get::<_, i64>(2)? as u64,
-        app: row.try_get(3)?,
-        digest: row.try_get(4)?,
-        name: row.try_get(5)?,
-        input: row.try_get(6)?,
-        attempt: row.try_get::<_, U32>(7)?.0,
-        generation: row.try_get::<_, i64>(8)?.max(0) as u64,
-    })
-}
-
-/// Leases up to `limit` items whose lease expired by `expired_by` until
-/// `lease_until`, counting an attempt for each; in id order.
-async fn claim_expired<C: GenericClient>(
-    c: &C,
-    expired_by: i64,
-    lease_until: i64,
-    limit: usize,
-) -> Result<Vec<WorkItem>, Error> {
-    let claim = c
-        .prepare_cached(concat!(
-            "UPDATE work_items w SET lease_until_ms = $3, attempt = w.attempt + 1 FROM instances i
-             WHERE w.id IN (SELECT id FROM work_items WHERE lease_until_ms <= $1 ORDER BY id LIMIT $2)
-             AND i.id = w.instance_id RETURNING ",
-            work_columns!()
-        ))
-        .await?;
-    let rows = c
-        .query(&claim, &[&expired_by, &self::limit(limit), &lease_until])
-        .await?;
-    let mut items = rows
-        .iter()
-        .map(work_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    items.sort_by_key(|item| item.id);
-    Ok(items)
-}
-
 /// Parameters of a dynamic statement, owned.
 type Args = Vec<Box<dyn ToSql + Sync + Send>>;
 
@@ -358,26 +163,6 @@ fn params(args: &Args) -> Vec<Param<'_>> {
     args.iter().map(|a| &**a as Param<'_>).collect()
 }
 
-/// Leases work item `id` for another attempt (a retry after backoff).
-pub(crate) async fn claim_one<C: GenericClient>(
-    c: &C,
-    id: i64,
-    lease_until: i64,
-) -> Result<Option<WorkItem>, Error> {
-    let claim = c
-        .prepare_cached(concat!(
-            "UPDATE work_items w SET lease_until_ms = $2, attempt = w.attempt + 1 FROM instances i
-             WHERE w.id = $1 AND i.id = w.instance_id RETURNING ",
-            work_columns!()
-        ))
-        .await?;
-    c.query_opt(&claim, &[&id, &lease_until])
-        .await?
-        .as_ref()
-        .map(work_from_row)
-        .transpose()
-}
-
 /// Appends an episode's journal entries.
 async fn insert_journal<C: GenericClient>(
     c: &C,
@@ -408,60 +193,6 @@ async fn insert_journal<C: GenericClient>(
         })
         .collect();
     pipeline(rows.iter().map(|row| c.execute(&insert, &row[..]))).await?;
-    Ok(())
-}
-
-/// Inserts an episode's work items, leased until `lease_until`, and adds
-/// them to the effects to dispatch.
-async fn insert_work<C: GenericClient>(
-    c: &C,
-    instance: &InstanceId,
-    owner: &EpisodeOwner,
-    work: Vec<NewWorkItem>,
-    now: i64,
-    lease_until: i64,
-    effects: &mut Effects,
-) -> Result<(), Error> {
-    if work.is_empty() {
-        return Ok(());
-    }
-    let insert = c
-        .prepare_cached(
-            "INSERT INTO work_items (instance_id, task_id, name, input, attempt, lease_until_ms, created_ms, retry)
-             VALUES ($1, $2, $3, $4, 1, $5, $6, $7) RETURNING id",
-        )
-        .await?;
-    let id = instance.as_str();
-    let tasks: Vec<i64> = work.iter().map(|w| w.task_id as i64).collect();
-    let rows: Vec<[Param<'_>; 7]> = work
-        .iter()
-        .zip(&tasks)
-        .map(|(w, task)| {
-            [
-                &id as Param<'_>,
-                task,
-                &w.name,
-                &w.input,
-                &lease_until,
-                &now,
-                &w.retry,
-            ]
-        })
-        .collect();
-    let inserted = pipeline(rows.iter().map(|row| c.query_one(&insert, &row[..]))).await?;
-    for (new, row) in work.into_iter().zip(inserted) {
-        effects.work.push(WorkItem {
-            id: row.try_get(0)?,
-            instance_id: instance.clone(),
-            task_id: new.task_id,
-            app: owner.app.clone(),
-            digest: owner.digest.clone(),
-            name: new.name,
-            input: new.input,
-            attempt: 1,
-            generation: owner.generation,
-        });
-    }
     Ok(())
 }
 

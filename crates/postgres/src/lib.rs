@@ -73,12 +73,10 @@ impl PgStorage {
         let config = connect::parse(url)?;
         let pool = connect::pool(config, POOL_SIZE)?;
         let where_ = redacted(url);
-        let mut owner = pool.get().await.map_err(|e| match pool_error(e) {
-            StorageError::Unavailable(why) => StorageError::Unavailable(format!(
-                "cannot connect to {where_}: {why}; check that the server runs, and the URL's host, port, user and database"
-            )),
-            other => other,
-        })?;
+        let mut owner = pool
+            .get()
+            .await
+            .map_err(|e| connect_error(&where_, pool_error(e)))?;
         let owned: bool = owner
             .query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK])
             .await
@@ -157,6 +155,19 @@ impl PgStorage {
                 .await;
         }
         self.pool.close();
+    }
+}
+
+/// A failure to connect, saying where and what to check.
+fn connect_error(url: &str, e: StorageError) -> StorageError {
+    match e {
+        StorageError::Unavailable(why) => StorageError::Unavailable(format!(
+            "cannot connect to {url}: {why}; check that the server runs, and the URL's host and port"
+        )),
+        StorageError::Database(why) => StorageError::Database(format!(
+            "cannot use {url}: {why}; check the URL's user, password and database name (create the database first, e.g. createdb)"
+        )),
+        other => other,
     }
 }
 
