@@ -9,6 +9,7 @@ mod crash;
 mod crash_points;
 mod dashboard;
 mod database_urls;
+mod deploy_api;
 mod disk_full;
 mod durable_api;
 mod entities;

@@ -40,6 +40,13 @@ pub(super) async fn handle(
                 Err(ApiError::not_found(format!("no function key with id {id}")))
             }
         }
+        (Method::PUT, ["apps", name]) => deploy_component(ctx, name, req).await,
+        (Method::PUT, ["apps", name, "config"]) => deploy_config(ctx, name, req).await,
+        (Method::DELETE, ["apps", name]) => match ctx.registry.remove(name).await {
+            Ok(true) => Ok(empty(StatusCode::NO_CONTENT)),
+            Ok(false) => Err(ApiError::not_found(format!("no app {name} is deployed"))),
+            Err(e) => Err(deploy_error(e)),
+        },
         (Method::GET, ["stats"]) => super::observe::stats(ctx).await,
         (Method::GET, ["instances", id, "timeline"]) => super::observe::timeline(ctx, id).await,
         (Method::GET, ["instances", id, "logs"]) => {
@@ -152,6 +159,77 @@ struct CreatedKey {
     info: crate::keys::KeyInfo,
     /// Shown once; only its hash is stored.
     key: String,
+}
+
+/// Largest `NAME.toml` accepted.
+const MAX_CONFIG_BYTES: usize = 64 * 1024;
+
+/// `PUT /admin/apps/{name}`: the body is the component.
+async fn deploy_component(
+    ctx: &HttpContext,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let (parts, body) = req.into_parts();
+    let limit = crate::registry::MAX_COMPONENT_BYTES as usize;
+    let body = read_body(body, &parts.headers, limit, &ctx.limits).await?;
+    let outcome = ctx.registry.deploy(name, Some(body.to_vec()), None).await;
+    deployed(ctx, name, outcome)
+}
+
+/// `PUT /admin/apps/{name}/config`: the body is the app's `NAME.toml`; an
+/// empty body removes it.
+async fn deploy_config(
+    ctx: &HttpContext,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, MAX_CONFIG_BYTES, &ctx.limits).await?;
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("the configuration is not UTF-8 text"))?;
+    let config = (!text.trim().is_empty()).then_some(text);
+    let outcome = ctx.registry.deploy(name, None, Some(config)).await;
+    deployed(ctx, name, outcome)
+}
+
+/// The answer to a deployment: the app as loaded, or why nothing changed.
+fn deployed(
+    ctx: &HttpContext,
+    name: &str,
+    outcome: Result<crate::registry::SyncOutcome, crate::registry::DeployError>,
+) -> Result<HttpResponse, ApiError> {
+    outcome.map_err(deploy_error)?;
+    let snapshot = ctx.registry.snapshot();
+    let app = snapshot
+        .apps
+        .get(name)
+        .ok_or_else(|| ApiError::not_found(format!("app {name} is not loaded")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "name": name,
+            "digest": app.digest.to_string(),
+            "functions": app.description.functions.iter().map(|f| &f.name).collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+fn deploy_error(e: crate::registry::DeployError) -> ApiError {
+    use crate::registry::DeployError;
+    match e {
+        DeployError::File(message) if message.starts_with("no app ") => {
+            ApiError::not_found(message)
+        }
+        DeployError::File(message) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        }
+        other => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-app",
+            format!("not deployed, the previous version (if any) keeps serving: {other}"),
+        ),
+    }
 }
 
 async fn create_key(ctx: &HttpContext, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {

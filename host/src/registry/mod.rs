@@ -11,6 +11,7 @@
 //! - Function names and HTTP routes are unique across all loaded apps.
 
 mod routes;
+mod upload;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -452,7 +453,7 @@ fn app_name(path: &Path) -> Option<String> {
 
 /// Largest component file the host reads; bigger files are refused rather
 /// than read into memory.
-const MAX_COMPONENT_BYTES: u64 = 256 << 20;
+pub(crate) const MAX_COMPONENT_BYTES: u64 = 256 << 20;
 
 /// Reads a component file, or `None` if it is gone. Refuses anything that
 /// is not a regular file inside `dir` (e.g. a symlink out of the folder).
