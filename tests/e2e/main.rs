@@ -16,6 +16,7 @@ mod entities;
 mod greet;
 mod hostile_durable;
 mod hot_reload;
+mod leases;
 mod metrics;
 mod observe;
 mod openapi;

@@ -21,6 +21,7 @@
 mod connect;
 mod durable;
 mod entities;
+pub mod lease;
 mod observe;
 mod tasks;
 mod writer;
@@ -39,7 +40,10 @@ use writer::Job;
 
 /// Schema migrations, applied in order; `perdure_schema.version` records
 /// the last one applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_partitions.sql"),
+];
 
 /// Connections in the pool: the writer's, and reads at once. Reads wait
 /// for a connection rather than opening more.
@@ -81,7 +85,8 @@ impl PgStorage {
             .query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK])
             .await
             .map_err(pg_error)?
-            .get(0);
+            .try_get(0)
+            .map_err(pg_error)?;
         if !owned {
             return Err(StorageError::InUse {
                 db: where_,
