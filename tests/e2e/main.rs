@@ -25,6 +25,7 @@ mod outbound;
 mod overload;
 mod patterns;
 mod postgres_harness;
+mod postgres_outage;
 mod read_only;
 mod restart;
 mod sandbox;
