@@ -2,8 +2,8 @@
 //! queues, the instances' guest log lines, and where their traces come
 //! from.
 //!
-//! Invariants: an instance keeps at most [`MAX_LINES_PER_INSTANCE`] log
-//! lines past its last trim plus [`TRIM_SLACK`]; lines of an instance that
+//! Invariants: an instance keeps at most [`MAX_LOG_LINES_PER_INSTANCE`] log
+//! lines past its last trim plus [`LOG_TRIM_SLACK`]; lines of an instance that
 //! is gone are not stored; a line's id grows with every line, in the order
 //! the lines were logged.
 
@@ -51,15 +51,10 @@ pub(crate) async fn backlog<C: GenericClient>(c: &C) -> Result<Backlog, Error> {
     })
 }
 
-/// Log lines kept per instance; older ones are deleted as new ones come.
-pub(crate) const MAX_LINES_PER_INSTANCE: i64 = 5000;
-/// Lines an instance may have past [`MAX_LINES_PER_INSTANCE`] before a
-/// trim: trimming walks the instance's index, so it runs once per this
-/// many lines, not at every append.
-const TRIM_SLACK: i64 = 1000;
+use perdure_storage::{LOG_TRIM_SLACK, MAX_LOG_LINES_PER_INSTANCE};
 
 /// Stores an instance's log lines (nothing if the instance is gone) and
-/// keeps only its newest [`MAX_LINES_PER_INSTANCE`]. The inserts and the
+/// keeps only its newest [`MAX_LOG_LINES_PER_INSTANCE`]. The inserts and the
 /// count run in one pipeline, in order, so ids follow the lines' order.
 pub(crate) async fn append_logs<C: GenericClient>(
     c: &C,
@@ -108,7 +103,7 @@ pub(crate) async fn append_logs<C: GenericClient>(
         c.query_opt(&count, &counted),
     )?;
     let stored: Option<i64> = stored.map(|row| row.try_get(0)).transpose()?;
-    if stored.is_some_and(|n| n > MAX_LINES_PER_INSTANCE + TRIM_SLACK) {
+    if stored.is_some_and(|n| n > MAX_LOG_LINES_PER_INSTANCE + LOG_TRIM_SLACK) {
         let trim = c
             .prepare_cached(
                 "DELETE FROM guest_logs WHERE instance_id = $1 AND id <=
@@ -118,7 +113,7 @@ pub(crate) async fn append_logs<C: GenericClient>(
         let reset = c
             .prepare_cached("UPDATE instances SET log_lines = $2 WHERE id = $1")
             .await?;
-        let kept: [Param<'_>; 2] = [&instance_id, &MAX_LINES_PER_INSTANCE];
+        let kept: [Param<'_>; 2] = [&instance_id, &MAX_LOG_LINES_PER_INSTANCE];
         tokio::try_join!(
             biased;
             c.execute(&trim, &kept),
@@ -225,124 +220,4 @@ pub(crate) async fn trace_origin<C: GenericClient>(
             .zip(row.try_get::<_, Option<String>>(5)?)
             .map(|(generation, header)| (generation.max(0) as u64, header)),
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use perdure_records::{InstanceId, InstanceRecord};
-    use perdure_storage::DurableStorage;
-
-    use super::*;
-    use crate::PgStorage;
-
-    fn line(i: usize) -> LogLine {
-        LogLine {
-            at_ms: 0,
-            level: "info",
-            function: "F".into(),
-            task_id: None,
-            attempt: None,
-            message: format!("line {i}"),
-        }
-    }
-
-    /// A fresh database on the server of `PERDURE_TEST_POSTGRES_URL`, with
-    /// a connection to drop it afterwards; `None` (and a notice) without
-    /// the variable.
-    async fn scratch(
-        test: &str,
-    ) -> anyhow::Result<Option<(String, tokio_postgres::Client, String)>> {
-        let Ok(url) = std::env::var("PERDURE_TEST_POSTGRES_URL") else {
-            eprintln!("skipping {test}: PERDURE_TEST_POSTGRES_URL is not set");
-            return Ok(None);
-        };
-        let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-        tokio::spawn(connection);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos();
-        let name = format!("perdure_{test}_{}_{nanos}", std::process::id());
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await?;
-        let (base, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
-        let authority = base.find("://").map_or(0, |i| i + 3);
-        let base = match base[authority..].find('/') {
-            Some(slash) => &base[..authority + slash],
-            None => base,
-        };
-        let mut db_url = format!("{base}/{name}");
-        if !query.is_empty() {
-            db_url.push('?');
-            db_url.push_str(query);
-        }
-        Ok(Some((db_url, admin, name)))
-    }
-
-    #[tokio::test]
-    async fn an_instance_keeps_its_newest_lines_and_trims_in_steps() -> anyhow::Result<()> {
-        let Some((url, admin, name)) = scratch("observe_trim").await? else {
-            return Ok(());
-        };
-        let storage = PgStorage::open(&url, Arc::new(())).await?;
-        storage
-            .put_component("d".into(), Arc::from(&b"wasm"[..]))
-            .await?;
-        let id = InstanceId::parse("i1")?;
-        let record = InstanceRecord {
-            id: id.clone(),
-            name: "O".into(),
-            app: "a".into(),
-            digest: "d".into(),
-            status: RuntimeStatus::Running,
-            input: "null".into(),
-            output: None,
-            custom_status: None,
-            parent_id: None,
-            created_ms: 0,
-            updated_ms: 0,
-            started_ms: 0,
-            generation: 0,
-        };
-        storage.create_instance(record, None).await?;
-        let total = 7_000;
-        for batch in (0..total).collect::<Vec<_>>().chunks(100) {
-            let lines: Vec<LogLine> = batch.iter().map(|i| line(*i)).collect();
-            storage
-                .write(move |tx| {
-                    let lines = lines.clone();
-                    Box::pin(async move { append_logs(tx, "i1", &lines).await })
-                })
-                .await?;
-        }
-        let kept = storage.logs(&id, 0, usize::MAX).await?;
-        let count = kept.len() as i64;
-        assert!(
-            (MAX_LINES_PER_INSTANCE..=MAX_LINES_PER_INSTANCE + TRIM_SLACK).contains(&count),
-            "{count} lines kept"
-        );
-        assert_eq!(
-            kept.last().map(|l| l.line.message.as_str()),
-            Some("line 6999")
-        );
-        // Ids follow the order the lines were logged in.
-        let in_order = kept.windows(2).all(|w| {
-            let number = |l: &StoredLogLine| l.line.message[5..].parse::<usize>().ok();
-            w[0].id < w[1].id && number(&w[0]) < number(&w[1])
-        });
-        assert!(in_order, "lines are out of order");
-        // An instance that is gone gets no lines.
-        storage
-            .write(|tx| Box::pin(async move { append_logs(tx, "gone", &[line(0)]).await }))
-            .await?;
-        let gone = InstanceId::parse("gone")?;
-        assert!(storage.logs(&gone, 0, 10).await?.is_empty());
-        storage.close().await;
-        admin
-            .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-            .await?;
-        Ok(())
-    }
 }

@@ -39,15 +39,10 @@ pub(super) fn backlog(conn: &Connection) -> rusqlite::Result<Backlog> {
     })
 }
 
-/// Log lines kept per instance; older ones are deleted as new ones come.
-pub(super) const MAX_LINES_PER_INSTANCE: i64 = 5000;
-/// Lines an instance may have past [`MAX_LINES_PER_INSTANCE`] before a
-/// trim: trimming walks the instance's index, so it runs once per this
-/// many lines, not at every append.
-const TRIM_SLACK: i64 = 1000;
+use perdure_storage::{LOG_TRIM_SLACK, MAX_LOG_LINES_PER_INSTANCE};
 
 /// Stores an instance's log lines (nothing if the instance is gone) and
-/// keeps only its newest [`MAX_LINES_PER_INSTANCE`].
+/// keeps only its newest [`MAX_LOG_LINES_PER_INSTANCE`].
 pub(super) fn append_logs(
     conn: &Connection,
     instance_id: &str,
@@ -77,14 +72,14 @@ pub(super) fn append_logs(
         )?
         .query_row(params![instance_id, lines.len() as i64], |row| row.get(0))
         .optional()?;
-    if stored.is_some_and(|n| n > MAX_LINES_PER_INSTANCE + TRIM_SLACK) {
+    if stored.is_some_and(|n| n > MAX_LOG_LINES_PER_INSTANCE + LOG_TRIM_SLACK) {
         conn.prepare_cached(
             "DELETE FROM guest_logs WHERE instance_id = ?1 AND id <=
              (SELECT id FROM guest_logs WHERE instance_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
         )?
-        .execute(params![instance_id, MAX_LINES_PER_INSTANCE])?;
+        .execute(params![instance_id, MAX_LOG_LINES_PER_INSTANCE])?;
         conn.prepare_cached("UPDATE instances SET log_lines = ?2 WHERE id = ?1")?
-            .execute(params![instance_id, MAX_LINES_PER_INSTANCE])?;
+            .execute(params![instance_id, MAX_LOG_LINES_PER_INSTANCE])?;
     }
     Ok(())
 }
@@ -171,75 +166,4 @@ pub(super) fn trace_origin(
         })
     })
     .optional()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::SqliteStorage;
-    use perdure_records::{InstanceId, InstanceRecord};
-    use perdure_storage::DurableStorage;
-
-    fn line(i: usize) -> LogLine {
-        LogLine {
-            at_ms: 0,
-            level: "info",
-            function: "F".into(),
-            task_id: None,
-            attempt: None,
-            message: format!("line {i}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn an_instance_keeps_its_newest_lines_and_trims_in_steps() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let storage = SqliteStorage::open(&dir.path().join("t.db"))?;
-        storage
-            .put_component("d".into(), Arc::from(&b"wasm"[..]))
-            .await?;
-        let id = InstanceId::parse("i1")?;
-        let record = InstanceRecord {
-            id: id.clone(),
-            name: "O".into(),
-            app: "a".into(),
-            digest: "d".into(),
-            status: RuntimeStatus::Running,
-            input: "null".into(),
-            output: None,
-            custom_status: None,
-            parent_id: None,
-            created_ms: 0,
-            updated_ms: 0,
-            started_ms: 0,
-            generation: 0,
-        };
-        storage.create_instance(record, None).await?;
-        let total = 7_000;
-        for batch in (0..total).collect::<Vec<_>>().chunks(100) {
-            let lines: Vec<LogLine> = batch.iter().map(|i| line(*i)).collect();
-            storage
-                .write(move |conn| append_logs(conn, "i1", &lines))
-                .await?;
-        }
-        let kept = storage.logs(&id, 0, usize::MAX).await?;
-        let count = kept.len() as i64;
-        assert!(
-            (MAX_LINES_PER_INSTANCE..=MAX_LINES_PER_INSTANCE + TRIM_SLACK).contains(&count),
-            "{count} lines kept"
-        );
-        assert_eq!(
-            kept.last().map(|l| l.line.message.as_str()),
-            Some("line 6999")
-        );
-        // An instance that is gone gets no lines.
-        storage
-            .write(|conn| append_logs(conn, "gone", &[line(0)]))
-            .await?;
-        let gone = InstanceId::parse("gone")?;
-        assert!(storage.logs(&gone, 0, 10).await?.is_empty());
-        Ok(())
-    }
 }

@@ -82,6 +82,15 @@ impl CommitObserver for () {
     fn committed(&self, _jobs: usize, _commit: std::time::Duration) {}
 }
 
+/// Guest log lines kept per instance; older ones are deleted as new ones
+/// come (every backend).
+pub const MAX_LOG_LINES_PER_INSTANCE: i64 = 5000;
+
+/// Lines an instance may have past [`MAX_LOG_LINES_PER_INSTANCE`] before a
+/// trim: trimming walks the instance's index, so it runs once per this
+/// many lines, not at every append.
+pub const LOG_TRIM_SLACK: i64 = 1000;
+
 /// A boxed storage future; keeps [`Storage`] object-safe.
 pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StorageError>> + Send + 'a>>;
 
