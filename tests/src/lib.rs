@@ -106,10 +106,15 @@ pub fn set_backend(backend: Backend) {
 }
 
 /// The backends a benchmark compares: SQLite, and PostgreSQL where it is
-/// installed (or required).
+/// installed (or required); `PERDURE_BENCH_BACKEND=sqlite|postgres` picks
+/// one.
 pub fn bench_backends() -> anyhow::Result<Vec<Backend>> {
-    let mut backends = vec![Backend::Sqlite];
-    if postgres::PgServer::require()?.is_some() {
+    let only = std::env::var("PERDURE_BENCH_BACKEND").ok();
+    let mut backends = Vec::new();
+    if only.as_deref().is_none_or(|b| b == "sqlite") {
+        backends.push(Backend::Sqlite);
+    }
+    if only.as_deref().is_none_or(|b| b == "postgres") && postgres::PgServer::require()?.is_some() {
         backends.push(Backend::Postgres);
     }
     Ok(backends)
