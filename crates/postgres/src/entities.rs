@@ -21,50 +21,11 @@ use perdure_records::{
     Effects, EntityBatch, EntityCommit, EntityId, EntityOp, EntityOpKind, EntityPage, EntityRecord,
     EntitySend, InstanceId, NewEntityOp, OpDone,
 };
+use perdure_storage::columns::{kind_columns, kind_from_columns};
 use tokio_postgres::{Error, Row};
 
 use crate::durable::{Param, limit, pipeline};
 use crate::tasks;
-
-fn kind_columns(kind: &EntityOpKind) -> (&'static str, Option<&str>, Option<&str>, Option<String>) {
-    match kind {
-        EntityOpKind::Operation { operation, input } => {
-            ("op", Some(operation), input.as_deref(), None)
-        }
-        EntityOpKind::Lock { rest } => {
-            let pairs: Vec<(&str, &str)> = rest
-                .iter()
-                .map(|e| (e.name.as_str(), e.key.as_str()))
-                .collect();
-            ("lock", None, None, serde_json::to_string(&pairs).ok())
-        }
-        EntityOpKind::Unlock => ("unlock", None, None, None),
-    }
-}
-
-fn kind_from_columns(
-    kind: &str,
-    operation: Option<String>,
-    input: Option<String>,
-    locks: Option<String>,
-) -> Option<EntityOpKind> {
-    match kind {
-        "op" => Some(EntityOpKind::Operation {
-            operation: operation?,
-            input,
-        }),
-        "lock" => {
-            let pairs: Vec<(String, String)> = serde_json::from_str(locks.as_deref()?).ok()?;
-            let rest = pairs
-                .iter()
-                .map(|(name, key)| EntityId::parse(name, key).ok())
-                .collect::<Option<Vec<_>>>()?;
-            Some(EntityOpKind::Lock { rest })
-        }
-        "unlock" => Some(EntityOpKind::Unlock),
-        _ => None,
-    }
-}
 
 /// Queues messages for entities (in order, one pipeline) and marks the
 /// entities to wake.

@@ -9,7 +9,8 @@
 
 use deadpool_postgres::GenericClient;
 use perdure_records::{LogLine, RuntimeStatus, StoredLogLine};
-use perdure_storage::{Backlog, TraceOrigin};
+use perdure_storage::columns::level_name;
+use perdure_storage::{Backlog, LOG_TRIM_SLACK, MAX_LOG_LINES_PER_INSTANCE, TraceOrigin};
 use tokio_postgres::Error;
 
 use crate::durable::{Param, U32, limit, pipeline};
@@ -50,8 +51,6 @@ pub(crate) async fn backlog<C: GenericClient>(c: &C) -> Result<Backlog, Error> {
         entity_messages: count(messages.try_get(0)?),
     })
 }
-
-use perdure_storage::{LOG_TRIM_SLACK, MAX_LOG_LINES_PER_INSTANCE};
 
 /// Stores an instance's log lines (nothing if the instance is gone) and
 /// keeps only its newest [`MAX_LOG_LINES_PER_INSTANCE`]. The inserts and the
@@ -154,16 +153,6 @@ pub(crate) async fn logs<C: GenericClient>(
             })
         })
         .collect()
-}
-
-/// The static name of a stored level (unknown ones read as `info`).
-fn level_name(level: &str) -> &'static str {
-    [
-        "trace", "debug", "info", "warn", "error", "stdout", "stderr",
-    ]
-    .into_iter()
-    .find(|l| *l == level)
-    .unwrap_or("info")
 }
 
 /// Keeps (or, with `None`, forgets) the traceparent an instance was

@@ -19,25 +19,16 @@
 
 use deadpool_postgres::GenericClient;
 use perdure_records::{
-    ContinueAsNew, Effects, GuestError, InboxBody, InboxMessage, InstanceId, NewChild, RetryPolicy,
+    ContinueAsNew, Effects, GuestError, InboxBody, InboxMessage, InstanceId, NewChild,
     RuntimeStatus, TaskOutcome, WorkItem,
 };
+use perdure_storage::columns::{child_error, outcome_columns, retry_delay};
 use tokio_postgres::Error;
 
 use crate::durable::{Id, Param, U32, claim_one, limit, pipeline};
 
 /// Timers fired per write.
 pub(crate) const FIRE_BATCH: usize = 1000;
-
-fn outcome_columns(outcome: &TaskOutcome) -> (bool, String) {
-    match outcome {
-        Ok(json) => (true, json.clone()),
-        Err(e) => (
-            false,
-            serde_json::to_string(e).unwrap_or_else(|_| "{}".to_owned()),
-        ),
-    }
-}
 
 /// The status of instance `id`, if it exists (and is a known one).
 async fn status_of<C: GenericClient>(c: &C, id: &str) -> Result<Option<RuntimeStatus>, Error> {
@@ -259,14 +250,6 @@ async fn record_attempt<C: GenericClient>(
     Ok(())
 }
 
-/// When a failed attempt is retried: the stored policy, the number of
-/// failures so far (this one included) and when the first attempt started.
-fn retry_delay(policy: Option<&str>, failures: u32, first_ms: i64, now: i64) -> Option<i64> {
-    policy
-        .and_then(RetryPolicy::from_json)
-        .and_then(|p| p.next_delay(failures, first_ms, now))
-}
-
 /// Ends a work item with `outcome`: answers its task, or, for a failure
 /// its retry policy allows to retry, schedules the next attempt. `None` if
 /// the item was gone (completed by a duplicate run, or its instance ended).
@@ -398,20 +381,6 @@ async fn drop_pending<C: GenericClient>(
         crate::entities::release_instance(c, id, effects),
     )?;
     Ok(())
-}
-
-/// The error a parent's task gets from a child that did not complete.
-fn child_error(id: &str, name: &str, status: RuntimeStatus, output: Option<&str>) -> GuestError {
-    if status == RuntimeStatus::Terminated {
-        return GuestError::new(
-            "cancelled",
-            format!("sub-orchestration {name} ({id}) was terminated"),
-        );
-    }
-    let inner = output.map(GuestError::from_stored);
-    let mut error = inner.unwrap_or_else(|| GuestError::new("internal", "no error recorded"));
-    error.message = format!("sub-orchestration {name} ({id}) failed: {}", error.message);
-    error
 }
 
 /// Called when instance `id` ends with `status`: if it is a child awaited

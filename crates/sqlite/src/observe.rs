@@ -4,7 +4,8 @@
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use perdure_records::{LogLine, RuntimeStatus, StoredLogLine};
-use perdure_storage::{Backlog, TraceOrigin};
+use perdure_storage::columns::level_name;
+use perdure_storage::{Backlog, LOG_TRIM_SLACK, MAX_LOG_LINES_PER_INSTANCE, TraceOrigin};
 
 /// Counts of instances by status (from the `instances_by_status` index)
 /// and of the work-item, timer and entity-message queues.
@@ -38,8 +39,6 @@ pub(super) fn backlog(conn: &Connection) -> rusqlite::Result<Backlog> {
         entity_messages: count("SELECT COUNT(*) FROM entity_ops")?,
     })
 }
-
-use perdure_storage::{LOG_TRIM_SLACK, MAX_LOG_LINES_PER_INSTANCE};
 
 /// Stores an instance's log lines (nothing if the instance is gone) and
 /// keeps only its newest [`MAX_LOG_LINES_PER_INSTANCE`].
@@ -110,16 +109,6 @@ pub(super) fn logs(
         })
     })?;
     rows.collect()
-}
-
-/// The static name of a stored level (unknown ones read as `info`).
-fn level_name(level: &str) -> &'static str {
-    [
-        "trace", "debug", "info", "warn", "error", "stdout", "stderr",
-    ]
-    .into_iter()
-    .find(|l| *l == level)
-    .unwrap_or("info")
 }
 
 /// Keeps (or, with `None`, forgets) the traceparent an instance was

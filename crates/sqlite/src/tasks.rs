@@ -18,24 +18,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::durable::claim_one;
 use perdure_records::GuestError;
-use perdure_records::RetryPolicy;
 use perdure_records::{
     ContinueAsNew, Effects, InboxBody, InboxMessage, InstanceId, NewChild, RuntimeStatus,
     TaskOutcome, WorkItem,
 };
+use perdure_storage::columns::{child_error, outcome_columns, retry_delay};
 
 /// Timers fired per write.
 pub(super) const FIRE_BATCH: usize = 1000;
-
-fn outcome_columns(outcome: &TaskOutcome) -> (bool, String) {
-    match outcome {
-        Ok(json) => (true, json.clone()),
-        Err(e) => (
-            false,
-            serde_json::to_string(e).unwrap_or_else(|_| "{}".to_owned()),
-        ),
-    }
-}
 
 /// The status of instance `id`, if it exists.
 fn status_of(conn: &Connection, id: &str) -> rusqlite::Result<Option<RuntimeStatus>> {
@@ -186,14 +176,6 @@ fn record_attempt(
     Ok(())
 }
 
-/// When a failed attempt is retried: the stored policy, the number of
-/// failures so far (this one included) and when the first attempt started.
-fn retry_delay(policy: Option<&str>, failures: u32, first_ms: i64, now: i64) -> Option<i64> {
-    policy
-        .and_then(RetryPolicy::from_json)
-        .and_then(|p| p.next_delay(failures, first_ms, now))
-}
-
 /// Ends a work item with `outcome`: answers its task, or, for a failure
 /// its retry policy allows to retry, schedules the next attempt. `None` if
 /// the item was gone (completed by a duplicate run, or its instance ended).
@@ -309,20 +291,6 @@ fn drop_pending(conn: &Connection, id: &str, effects: &mut Effects) -> rusqlite:
     conn.prepare_cached("DELETE FROM timers WHERE instance_id = ?1")?
         .execute([id])?;
     super::entities::release_instance(conn, id, effects)
-}
-
-/// The error a parent's task gets from a child that did not complete.
-fn child_error(id: &str, name: &str, status: RuntimeStatus, output: Option<&str>) -> GuestError {
-    if status == RuntimeStatus::Terminated {
-        return GuestError::new(
-            "cancelled",
-            format!("sub-orchestration {name} ({id}) was terminated"),
-        );
-    }
-    let inner = output.map(GuestError::from_stored);
-    let mut error = inner.unwrap_or_else(|| GuestError::new("internal", "no error recorded"));
-    error.message = format!("sub-orchestration {name} ({id}) failed: {}", error.message);
-    error
 }
 
 /// Called when instance `id` ends with `status`: if it is a child awaited

@@ -11,6 +11,7 @@
 //! crate and the backends compile without the engine, the sandbox and
 //! HTTP.
 
+pub mod columns;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod failpoint;
