@@ -18,13 +18,32 @@ pub fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
+    let (location, query) = match rest.split_once('?') {
+        Some((location, query)) => (location, Some(query)),
+        None => (rest, None),
+    };
+    // The userinfo ends at the last '@' (a password may hold an unescaped
+    // '/' or '#'); only its part after the first ':' is secret.
+    let location = match location.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => location.to_owned(),
         },
-        None => url.to_owned(),
+        None => location.to_owned(),
+    };
+    let query = query.map(|query| {
+        query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(query) => format!("{scheme}://{location}?{query}"),
+        None => format!("{scheme}://{location}"),
     }
 }
 
@@ -106,7 +125,7 @@ pub(crate) fn pg_error(e: tokio_postgres::Error) -> StorageError {
     };
     let code = db.code();
     let text = format!("{}: {}", code.code(), db.message());
-    if *code == SqlState::DISK_FULL || *code == SqlState::PROGRAM_LIMIT_EXCEEDED {
+    if *code == SqlState::DISK_FULL {
         StorageError::Full(text)
     } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
         StorageError::ReadOnly(text)
@@ -156,6 +175,14 @@ mod tests {
         assert_eq!(
             redacted("postgres://alice@db/app"),
             "postgres://alice@db/app"
+        );
+        assert_eq!(
+            redacted("postgres://alice:a/b#c@db/app?sslmode=require&password=x"),
+            "postgres://alice:***@db/app?sslmode=require&password=***"
+        );
+        assert_eq!(
+            redacted("postgres://db/app?user=alice&password=s3cret"),
+            "postgres://db/app?user=alice&password=***"
         );
         assert!(parse("postgres://alice@db:notaport/app").is_err());
     }
