@@ -7,9 +7,10 @@
 //!   are never compared.
 //! - Taking a partition bumps its epoch. A write of a partition first
 //!   takes a share lock on its row and checks the epoch ([`fence`]); a
-//!   takeover's update waits for that lock, so a write either commits
-//!   before the takeover or sees the new epoch and aborts. A host paused
-//!   past its lease can never commit over its successor.
+//!   takeover (`FOR UPDATE SKIP LOCKED`) passes a row under that lock by
+//!   and takes it at a later tick, so a write either commits before the
+//!   takeover or sees the new epoch and aborts. A host paused past its
+//!   lease can never commit over its successor.
 //! - A host takes at most its fair share (partitions / live hosts, rounded
 //!   up) and gives back what it holds beyond it, so a joining host gets
 //!   work within one renewal and no partition is wanted by two hosts for
