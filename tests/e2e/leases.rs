@@ -144,3 +144,22 @@ async fn a_graceful_release_hands_over_at_once() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_restarted_under_its_id_takes_its_partitions_anew() -> anyhow::Result<()> {
+    let Some(db) = postgres::database().await? else {
+        return Ok(());
+    };
+    let mut before = host(db.url(), "a").await?;
+    before.tick().await?;
+    // The process dies without releasing; it comes back under the same id.
+    drop(before);
+    let mut after = host(db.url(), "a").await?;
+    let gained = after.tick().await?.gained;
+    assert_eq!(gained.len(), 64, "{gained:?}");
+    assert!(
+        gained.iter().all(|(_, epoch)| *epoch == 2),
+        "taken anew with a new epoch, not renewed under the old one: {gained:?}"
+    );
+    Ok(())
+}

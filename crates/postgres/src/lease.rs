@@ -171,14 +171,25 @@ impl Leases {
         )
         .await
         .map_err(pg_error)?;
+        // Rows under this host's id that it does not hold (a release lost
+        // in a server crash, a restart under the same id) go back, so that
+        // whoever takes them bumps the epoch; none is renewed unheld.
+        let held: Vec<PartitionId> = self.held.keys().copied().collect();
+        tx.execute(
+            "UPDATE partitions SET owner = NULL, lease_until = NULL
+             WHERE owner = $1 AND NOT (id = ANY($2))",
+            &[&self.host, &held],
+        )
+        .await
+        .map_err(pg_error)?;
         // Renewal: only what this host still owns at the epoch it took.
         let renewed = tx
             .query(
                 &format!(
                     "UPDATE partitions SET lease_until = now() + {lease}
-                     WHERE owner = $1 RETURNING id, epoch"
+                     WHERE owner = $1 AND id = ANY($3) RETURNING id, epoch"
                 ),
-                &[&self.host, &lease_ms],
+                &[&self.host, &lease_ms, &held],
             )
             .await
             .map_err(pg_error)?;
