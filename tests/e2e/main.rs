@@ -25,7 +25,6 @@ mod outbound;
 mod overload;
 mod patterns;
 mod postgres_harness;
-mod postgres_outage;
 mod read_only;
 mod restart;
 mod sandbox;
