@@ -7,10 +7,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use perdure_postgres::PgStorage;
 use perdure_records::{
-    Episode, InstanceId, InstanceRecord, JournalEntry, NewWorkItem, RuntimeStatus, StatusUpdate,
+    Episode, InstanceId, InstanceRecord, JournalEntry, NewWorkItem, RuntimeStatus,
 };
 use perdure_sqlite::SqliteStorage;
-use perdure_storage::conformance::{DURABLE_CHECKS, settings_and_keys};
+use perdure_storage::conformance::{DURABLE_CHECKS, episode, settings_and_keys};
 use perdure_storage::{CreateOutcome, DurableStorage, EventOutcome};
 use perdure_tests::postgres::PgServer;
 
@@ -138,19 +138,7 @@ async fn postgres_fails_a_failing_write_alone_with_its_own_error() -> anyhow::Re
             input: "0".into(),
             retry: None,
         }],
-        timers: Vec::new(),
-        cancelled_timers: Vec::new(),
-        children: Vec::new(),
-        entity_ops: Vec::new(),
-        completions: Vec::new(),
-        continue_as_new: None,
-        status: StatusUpdate {
-            status: RuntimeStatus::Running,
-            output: None,
-            custom_status: None,
-        },
-        lease_ms: 60_000,
-        logs: Vec::new(),
+        ..episode(&f)
     };
     let (failed, event) = tokio::join!(
         storage.commit_episode(bad),

@@ -119,7 +119,7 @@ async fn create(storage: &dyn DurableStorage, instance: &InstanceId) -> anyhow::
 }
 
 /// An episode of `instance` that leaves it running and does nothing else.
-fn episode(instance: &InstanceId) -> Episode {
+pub fn episode(instance: &InstanceId) -> Episode {
     Episode {
         instance_id: instance.clone(),
         entries: Vec::new(),
