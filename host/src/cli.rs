@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the function apps of a folder, reloading them as files change.
-    Serve(ServeSettings),
+    Serve(Box<ServeSettings>),
     #[command(flatten)]
     Remote(crate::remote::RemoteCommand),
 }
@@ -56,7 +56,7 @@ pub fn run() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(*args)),
         // The exit code is the command's result (see `remote/exit.rs`).
         Command::Remote(command) => {
             std::process::exit(runtime.block_on(crate::remote::run(command)))

@@ -109,14 +109,15 @@ pub(crate) enum OpenDatabase {
 }
 
 impl OpenDatabase {
-    /// Opens (creating and migrating) the database. `max_bytes` bounds a
-    /// SQLite file; a server database is bounded by its server.
+    /// Opens (creating and migrating) the database `config.db`. Its
+    /// `max_db_bytes` bounds a SQLite file (a server database is bounded by
+    /// its server); on a server this host joins the database's hosts.
     pub(crate) async fn open(
-        db: &Database,
-        max_bytes: Option<u64>,
+        config: &crate::HostConfig,
         commits: Arc<dyn CommitObserver>,
     ) -> Result<Self, StorageError> {
-        match db {
+        let max_bytes = config.max_db_bytes;
+        match &config.db {
             Database::Sqlite(path) => {
                 let path = path.clone();
                 let storage = tokio::task::spawn_blocking(move || {
@@ -126,9 +127,20 @@ impl OpenDatabase {
                 .map_err(|e| StorageError::Database(e.to_string()))??;
                 Ok(Self::Sqlite(Arc::new(storage)))
             }
-            Database::Postgres(url) => Ok(Self::Postgres(Arc::new(
-                PgStorage::open(url, commits).await?,
-            ))),
+            Database::Postgres(url) => {
+                let options = perdure_postgres::ClusterOptions {
+                    host_id: config
+                        .host_id
+                        .clone()
+                        .unwrap_or_else(perdure_postgres::default_host_id),
+                    address: config.listen.to_string(),
+                    lease: config.lease,
+                    ..Default::default()
+                };
+                Ok(Self::Postgres(Arc::new(
+                    PgStorage::open_with(url, commits, options).await?,
+                )))
+            }
         }
     }
 

@@ -56,6 +56,12 @@ pub struct HostConfig {
     /// An OTLP/HTTP collector (e.g. `http://127.0.0.1:4318`) that receives
     /// instances' traces; `None`: no traces leave the host.
     pub otlp_endpoint: Option<String>,
+    /// This host's id on a shared database; `None`: the machine's name and
+    /// a random suffix.
+    pub host_id: Option<String>,
+    /// How long a host's partitions of a shared database outlive its last
+    /// renewal.
+    pub lease: std::time::Duration,
 }
 
 impl HostConfig {
@@ -74,6 +80,8 @@ impl HostConfig {
             max_db_bytes: None,
             metrics_open: false,
             otlp_endpoint: None,
+            host_id: None,
+            lease: std::time::Duration::from_secs(10),
         }
     }
 
@@ -180,9 +188,7 @@ impl Host {
             std::fs::canonicalize(&dir).map_err(io(format!("cannot resolve {}", dir.display())))?;
 
         let metrics = Arc::new(Metrics::new());
-        let storage =
-            OpenDatabase::open(&config.db, config.max_db_bytes, Arc::new(metrics.commits()))
-                .await?;
+        let storage = OpenDatabase::open(&config, Arc::new(metrics.commits())).await?;
         let (keys, master_key_source, master_key) =
             Keys::load(storage.storage(), config.master_key.as_deref()).await?;
         let keys = Arc::new(keys);

@@ -55,6 +55,20 @@ pub struct ServeSettings {
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
+    /// This host's id among the hosts of a shared PostgreSQL database
+    /// (unique among them). A host restarted under the same id takes its
+    /// partitions back at once rather than after the lease.
+    /// [default: the machine's name and a random suffix]
+    #[arg(long, value_name = "ID", env = "PERDURE_HOST_ID")]
+    pub host_id: Option<String>,
+
+    /// On a shared PostgreSQL database: how long a host's partitions stay
+    /// its own without renewal, in milliseconds (renewed every third of
+    /// it). A killed host's instances move to the others after this.
+    /// [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub lease_ms: Option<u64>,
+
     /// Address and port to listen on. [default: 127.0.0.1:7071]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -241,6 +255,8 @@ impl ServeSettings {
             functions: self.functions.or(under.functions),
             db: self.db.or(under.db),
             cache_dir: self.cache_dir.or(under.cache_dir),
+            host_id: self.host_id.filter(|h| !h.is_empty()).or(under.host_id),
+            lease_ms: self.lease_ms.or(under.lease_ms),
             listen: self.listen.or(under.listen),
             dashboard_listen: self.dashboard_listen.or(under.dashboard_listen),
             master_key: self
@@ -307,6 +323,10 @@ impl ServeSettings {
         config.outbound_ca_file = self.outbound_ca_file;
         config.max_db_bytes = self.max_db_size_mib.map(|mib| mib.saturating_mul(1 << 20));
         config.metrics_open = self.metrics_open.unwrap_or(false);
+        config.host_id = self.host_id.filter(|h| !h.is_empty());
+        if let Some(ms) = self.lease_ms {
+            config.lease = Duration::from_millis(ms.max(300));
+        }
         config.otlp_endpoint = self.otlp_endpoint.filter(|e| !e.is_empty());
         config
     }

@@ -94,18 +94,3 @@ async fn a_missing_or_newer_database_is_refused_clearly() -> anyhow::Result<()> 
     );
     Ok(())
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_host_on_one_postgres_database_refuses_to_start_for_now() -> anyhow::Result<()> {
-    let Some(server) = PgServer::shared().await? else {
-        return Ok(());
-    };
-    let db = server.create_database().await?;
-    let first = perdure_postgres::PgStorage::open(db.url(), std::sync::Arc::new(())).await?;
-    let stderr = refused_start(db.url().to_owned()).await?;
-    assert!(stderr.contains("in use by another perdure"), "{stderr}");
-    first.close().await;
-    let again = perdure_postgres::PgStorage::open(db.url(), std::sync::Arc::new(())).await?;
-    again.close().await;
-    Ok(())
-}

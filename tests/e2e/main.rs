@@ -5,6 +5,7 @@
 mod admin;
 mod app_limits;
 mod cli;
+mod cluster;
 mod crash;
 mod crash_points;
 mod dashboard;

@@ -105,7 +105,14 @@ impl ChildHost {
             if let Some(db) = args.iter().position(|a| a == "--db") {
                 args[db + 1] = url.into();
             }
-            args.extend(["--cache-dir".into(), dir.join("perdure.cache").into()]);
+            // The host id stays across restarts: a child killed and started
+            // again takes its partitions back at once.
+            args.extend([
+                "--cache-dir".into(),
+                dir.join("perdure.cache").into(),
+                "--host-id".into(),
+                format!("child-{}", dir.display()).into(),
+            ]);
         }
         Self::start_with_args(binary, &args, log).await
     }

@@ -250,6 +250,10 @@ impl TestHost {
         config.listen = "127.0.0.1:0".parse()?;
         config.dashboard_listen = Some("127.0.0.1:0".parse()?);
         config.master_key = Some(MASTER_KEY.into());
+        // Stable across restarts: a host started again over the same
+        // database takes its partitions back at once, whether the last
+        // one released them or not.
+        config.host_id = Some(format!("test-{}", dir.path().display()));
         // Tests run many hosts in one process: keep each engine's reserved
         // address space small.
         config.sandbox.max_instances = 64;

@@ -59,7 +59,7 @@ pub(crate) fn parse(url: &str) -> Result<tokio_postgres::Config, StorageError> {
 
 /// TLS for connections whose `sslmode` asks for it, verified against the
 /// webpki roots (rustls with ring, as the host's other clients).
-fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
+pub(crate) fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
     let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -83,7 +83,23 @@ fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A pool of at most `size` connections. Nothing is connected yet.
-pub(crate) fn pool(mut config: tokio_postgres::Config, size: usize) -> Result<Pool, StorageError> {
+pub(crate) fn pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, StorageError> {
+    let manager = Manager::from_config(
+        settled(config),
+        tls(),
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .map_err(|e| StorageError::Database(format!("cannot build the connection pool: {e}")))
+}
+
+/// The URL's configuration with this crate's defaults where it sets none:
+/// the application name, a connect timeout, and no TLS unless asked for.
+pub(crate) fn settled(mut config: tokio_postgres::Config) -> tokio_postgres::Config {
     if config.get_application_name().is_none() {
         config.application_name("perdure");
     }
@@ -98,17 +114,7 @@ pub(crate) fn pool(mut config: tokio_postgres::Config, size: usize) -> Result<Po
     if config.get_ssl_mode() == SslMode::Prefer {
         config.ssl_mode(SslMode::Disable);
     }
-    let manager = Manager::from_config(
-        config,
-        tls(),
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(size)
-        .build()
-        .map_err(|e| StorageError::Database(format!("cannot build the connection pool: {e}")))
+    config
 }
 
 /// What a PostgreSQL error means to the host.

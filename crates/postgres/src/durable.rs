@@ -37,6 +37,7 @@ pub(crate) use work::claim_one;
 
 use crate::{PgStorage, entities, observe, tasks};
 use columns::{Status, inbox_from_row};
+use perdure_storage::placement::{Placement, entity_key, instance_key};
 use work::{claim_expired, insert_work};
 
 /// The columns [`instance_from_row`] reads, as a literal for `concat!`.
@@ -408,12 +409,17 @@ async fn raise_event<C: GenericClient>(
     let insert = c
         .prepare_cached(
             "INSERT INTO inbox (instance_id, kind, name, ok, payload, at_ms)
-             VALUES ($1, 'event', $2, TRUE, $3, $4) RETURNING arrival",
+             SELECT id, 'event', $2, TRUE, $3, $4 FROM instances WHERE id = $1 FOR NO KEY UPDATE
+             RETURNING arrival",
         )
         .await?;
-    let row = c
-        .query_one(&insert, &[&id.as_str(), &name, &data, &at_ms])
-        .await?;
+    // Under the instance's row lock, as `tasks::complete_all`'s answers.
+    let Some(row) = c
+        .query_opt(&insert, &[&id.as_str(), &name, &data, &at_ms])
+        .await?
+    else {
+        return Ok(EventOutcome::NotFound);
+    };
     Ok(EventOutcome::Delivered(InboxMessage {
         arrival: row.try_get(0)?,
         at_ms,
@@ -462,6 +468,10 @@ async fn purge<C: GenericClient>(c: &C, id: &InstanceId) -> Result<ChangeOutcome
 }
 
 impl DurableStorage for PgStorage {
+    fn placement(&self) -> Option<Arc<dyn Placement>> {
+        Some(self.cluster.clone())
+    }
+
     fn put_component(&self, digest: String, bytes: Arc<[u8]>) -> StorageFuture<'_, ()> {
         Box::pin(self.write(move |tx| {
             let (digest, bytes) = (digest.clone(), bytes.clone());
@@ -500,8 +510,10 @@ impl DurableStorage for PgStorage {
         record: InstanceRecord,
         traceparent: Option<String>,
     ) -> StorageFuture<'_, CreateOutcome> {
+        let cluster = self.cluster.clone();
         Box::pin(self.write(move |tx| {
-            let (record, traceparent) = (record.clone(), traceparent.clone());
+            let (record, traceparent, cluster) =
+                (record.clone(), traceparent.clone(), cluster.clone());
             Box::pin(async move {
                 let id = record.id.as_str();
                 let generation = match tasks::free_id(tx, id).await? {
@@ -533,6 +545,7 @@ impl DurableStorage for PgStorage {
                 ];
                 let trace = observe::set_traceparent(tx, id, generation, traceparent.as_deref());
                 tokio::try_join!(biased; tx.execute(&insert, &columns), trace)?;
+                cluster.route(tx, [&record.id], []).await?;
                 Ok(CreateOutcome::Created { generation })
             })
         }))
@@ -568,10 +581,19 @@ impl DurableStorage for PgStorage {
     }
 
     fn commit_episode(&self, episode: Episode) -> StorageFuture<'_, Effects> {
-        Box::pin(self.write(move |tx| {
-            let episode = episode.clone();
-            Box::pin(async move { commit(tx, episode).await })
-        }))
+        let cluster = self.cluster.clone();
+        let written = self.write(move |tx| {
+            let (episode, cluster) = (episode.clone(), cluster.clone());
+            Box::pin(async move {
+                if let Err(moved) = cluster.check(instance_key(&episode.instance_id)) {
+                    return Ok(Err(moved));
+                }
+                let effects = commit(tx, episode).await?;
+                cluster.route_effects(tx, &effects).await?;
+                Ok(Ok(effects))
+            })
+        });
+        Box::pin(async move { written.await? })
     }
 
     fn complete_work(
@@ -581,13 +603,15 @@ impl DurableStorage for PgStorage {
         logs: Vec<LogLine>,
         lease_ms: i64,
     ) -> StorageFuture<'_, Effects> {
-        let item = item.clone();
+        let (item, cluster) = (item.clone(), self.cluster.clone());
         Box::pin(self.write(move |tx| {
             let (item, outcome, logs) = (item.clone(), outcome.clone(), logs.clone());
+            let cluster = cluster.clone();
             Box::pin(async move {
                 let done = tasks::finish_work(tx, &item, outcome, now_ms(), lease_ms).await?;
                 if let Some(effects) = done {
                     observe::append_logs(tx, item.instance_id.as_str(), &logs).await?;
+                    cluster.route_effects(tx, &effects).await?;
                     return Ok(effects);
                 }
                 Ok(Effects::default())
@@ -623,11 +647,15 @@ impl DurableStorage for PgStorage {
     }
 
     fn fire_timers(&self, now_ms: i64, lease_ms: i64) -> StorageFuture<'_, Effects> {
-        Box::pin(
-            self.write(move |tx| {
-                Box::pin(async move { tasks::fire_due(tx, now_ms, lease_ms).await })
-            }),
-        )
+        let cluster = self.cluster.clone();
+        Box::pin(self.write(move |tx| {
+            let cluster = cluster.clone();
+            Box::pin(async move {
+                let effects = tasks::fire_due(tx, now_ms, lease_ms).await?;
+                cluster.route_effects(tx, &effects).await?;
+                Ok(effects)
+            })
+        }))
     }
 
     fn raise_event(
@@ -636,10 +664,17 @@ impl DurableStorage for PgStorage {
         name: String,
         data: String,
     ) -> StorageFuture<'_, EventOutcome> {
-        let id = id.clone();
+        let (id, cluster) = (id.clone(), self.cluster.clone());
         Box::pin(self.write(move |tx| {
             let (id, name, data) = (id.clone(), name.clone(), data.clone());
-            Box::pin(async move { raise_event(tx, &id, &name, &data).await })
+            let cluster = cluster.clone();
+            Box::pin(async move {
+                let outcome = raise_event(tx, &id, &name, &data).await?;
+                if let EventOutcome::Delivered(_) = outcome {
+                    cluster.route(tx, [&id], []).await?;
+                }
+                Ok(outcome)
+            })
         }))
     }
 
@@ -648,15 +683,16 @@ impl DurableStorage for PgStorage {
         id: &InstanceId,
         output: String,
     ) -> StorageFuture<'_, (ChangeOutcome, Effects)> {
-        let id = id.clone();
+        let (id, cluster) = (id.clone(), self.cluster.clone());
         Box::pin(self.write(move |tx| {
-            let (id, output) = (id.clone(), output.clone());
+            let (id, output, cluster) = (id.clone(), output.clone(), cluster.clone());
             Box::pin(async move {
                 if let Err(outcome) = load_unfinished(tx, &id).await? {
                     return Ok((outcome, Effects::default()));
                 }
                 let mut effects = Effects::default();
                 tasks::terminate_tree(tx, &id, &output, now_ms(), &mut effects).await?;
+                cluster.route_effects(tx, &effects).await?;
                 Ok((ChangeOutcome::Done, effects))
             })
         }))
@@ -683,10 +719,16 @@ impl DurableStorage for PgStorage {
     }
 
     fn set_suspended(&self, id: &InstanceId, suspended: bool) -> StorageFuture<'_, ChangeOutcome> {
-        let id = id.clone();
+        let (id, cluster) = (id.clone(), self.cluster.clone());
         Box::pin(self.write(move |tx| {
-            let id = id.clone();
-            Box::pin(async move { set_suspended(tx, &id, suspended).await })
+            let (id, cluster) = (id.clone(), cluster.clone());
+            Box::pin(async move {
+                let outcome = set_suspended(tx, &id, suspended).await?;
+                if outcome == ChangeOutcome::Done {
+                    cluster.route(tx, [&id], []).await?;
+                }
+                Ok(outcome)
+            })
         }))
     }
 
@@ -739,16 +781,20 @@ impl DurableStorage for PgStorage {
         limit: usize,
     ) -> StorageFuture<'_, Vec<WorkItem>> {
         Box::pin(self.write(move |tx| {
-            Box::pin(async move { claim_expired(tx, expired_by_ms, lease_until_ms, limit).await })
+            Box::pin(async move {
+                claim_expired(tx, expired_by_ms, lease_until_ms, limit, now_ms()).await
+            })
         }))
     }
 
     fn send_to_entities(&self, ops: Vec<NewEntityOp>) -> StorageFuture<'_, Effects> {
+        let cluster = self.cluster.clone();
         Box::pin(self.write(move |tx| {
-            let ops = ops.clone();
+            let (ops, cluster) = (ops.clone(), cluster.clone());
             Box::pin(async move {
                 let mut effects = Effects::default();
                 entities::enqueue(tx, &ops, now_ms(), &mut effects).await?;
+                cluster.route_effects(tx, &effects).await?;
                 Ok(effects)
             })
         }))
@@ -762,10 +808,19 @@ impl DurableStorage for PgStorage {
     }
 
     fn commit_entity_batch(&self, commit: EntityCommit) -> StorageFuture<'_, Effects> {
-        Box::pin(self.write(move |tx| {
-            let commit = commit.clone();
-            Box::pin(async move { entities::commit_batch(tx, commit, now_ms()).await })
-        }))
+        let cluster = self.cluster.clone();
+        let written = self.write(move |tx| {
+            let (commit, cluster) = (commit.clone(), cluster.clone());
+            Box::pin(async move {
+                if let Err(moved) = cluster.check(&entity_key(&commit.entity)) {
+                    return Ok(Err(moved));
+                }
+                let effects = entities::commit_batch(tx, commit, now_ms()).await?;
+                cluster.route_effects(tx, &effects).await?;
+                Ok(Ok(effects))
+            })
+        });
+        Box::pin(async move { written.await? })
     }
 
     fn entity(&self, id: &EntityId) -> StorageFuture<'_, Option<EntityRecord>> {

@@ -28,19 +28,7 @@ use perdure_storage::StorageError;
 
 use crate::connect::{pg_error, pool_error};
 
-/// A partition's number.
-pub type PartitionId = i32;
-
-/// The partition an instance or entity key belongs to, of `count`: FNV-1a
-/// over the key's bytes, the same on every host and every version.
-pub fn partition_of(key: &str, count: u32) -> PartitionId {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in key.as_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (hash % u64::from(count.max(1))) as PartitionId
-}
+pub use perdure_storage::placement::{PartitionId, partition_of};
 
 /// Why a write of a partition was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -299,28 +287,5 @@ impl Leases {
             .map_err(pg_error)?;
         self.held.clear();
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partitions_are_stable_and_spread() {
-        // Pinned: every host and every version must agree.
-        assert_eq!(partition_of("a", 64), partition_of("a", 64));
-        assert_eq!(
-            partition_of("", 64),
-            (0xcbf2_9ce4_8422_2325_u64 % 64) as i32
-        );
-        let mut counts = [0u32; 64];
-        for i in 0..6400 {
-            counts[partition_of(&format!("instance-{i}"), 64) as usize] += 1;
-        }
-        assert!(
-            counts.iter().all(|&n| (50..=150).contains(&n)),
-            "spread: {counts:?}"
-        );
     }
 }

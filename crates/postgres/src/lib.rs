@@ -13,11 +13,11 @@
 //! - The schema is versioned in `perdure_schema`; a host refuses a
 //!   database of a newer version, and hosts that start together migrate
 //!   one at a time (an advisory transaction lock).
-//! - One host per database, for now: a host holds a session advisory lock
-//!   on a connection of its own from open to close. Several hosts share a
-//!   database once partitions are leased (issue 20); until then a second
-//!   host refuses to start with an error saying which database is taken.
+//! - Several hosts share a database (`cluster.rs`): each holds a share of
+//!   the partitions, fences every write transaction by their epochs, and
+//!   leaves wake-ups for the owners of the others.
 
+mod cluster;
 mod connect;
 mod durable;
 mod entities;
@@ -32,6 +32,7 @@ use deadpool_postgres::{Object, Pool, Transaction};
 use perdure_storage::{CommitObserver, Storage, StorageError, StorageFuture, StoredKey};
 use tokio::sync::mpsc;
 
+pub use cluster::{ClusterOptions, default_host_id};
 pub use connect::{is_postgres_url, redacted};
 pub use writer::TxFuture;
 
@@ -43,19 +44,16 @@ use writer::Job;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_partitions.sql"),
+    include_str!("migrations/0003_wakeups.sql"),
 ];
 
 /// Connections in the pool: the writer's, and reads at once. Reads wait
 /// for a connection rather than opening more.
 const POOL_SIZE: usize = 32;
 
-/// The advisory lock key a host holds while it owns the database
-/// ("perdure" in ASCII).
-const OWNER_LOCK: i64 = 0x0070_6572_6475_7265;
-
 /// The advisory lock key migrations take, so that hosts starting together
-/// migrate one after another.
-const MIGRATION_LOCK: i64 = OWNER_LOCK + 1;
+/// migrate one after another ("perdure" in ASCII, plus one).
+const MIGRATION_LOCK: i64 = 0x0070_6572_6475_7266;
 
 /// PostgreSQL storage for one database.
 pub struct PgStorage {
@@ -63,45 +61,43 @@ pub struct PgStorage {
     pool: Pool,
     writer: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// The connection that holds [`OWNER_LOCK`]; dropping it releases the
-    /// lock.
-    owner: Mutex<Option<Object>>,
+    cluster: Arc<cluster::Cluster>,
 }
 
 impl PgStorage {
     /// Connects to the database at `url`, creates or migrates its schema,
-    /// and takes ownership of it. Errs with what to fix: a bad URL, a
-    /// server that does not answer, a database of a newer schema, or one
-    /// another host owns.
+    /// and joins its hosts as a new one (see [`ClusterOptions`]). Errs with
+    /// what to fix: a bad URL, a server that does not answer, or a
+    /// database of a newer schema.
     pub async fn open(url: &str, commits: Arc<dyn CommitObserver>) -> Result<Self, StorageError> {
+        Self::open_with(url, commits, ClusterOptions::default()).await
+    }
+
+    /// As [`Self::open`], joining the hosts as `options` says.
+    pub async fn open_with(
+        url: &str,
+        commits: Arc<dyn CommitObserver>,
+        options: ClusterOptions,
+    ) -> Result<Self, StorageError> {
         let config = connect::parse(url)?;
-        let pool = connect::pool(config, POOL_SIZE)?;
+        let pool = connect::pool(config.clone(), POOL_SIZE)?;
         let where_ = redacted(url);
-        let mut owner = pool
+        let mut first = pool
             .get()
             .await
             .map_err(|e| connect_error(&where_, pool_error(e)))?;
-        let owned: bool = owner
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK])
-            .await
-            .map_err(pg_error)?
-            .try_get(0)
-            .map_err(pg_error)?;
-        if !owned {
-            return Err(StorageError::InUse {
-                db: where_,
-                lock: format!("PostgreSQL advisory lock {OWNER_LOCK}"),
-            });
-        }
-        migrate(&mut owner).await?;
+        migrate(&mut first).await?;
+        drop(first);
+        let cluster =
+            cluster::Cluster::join(pool.clone(), connect::settled(config), options).await?;
         let (sender, jobs) = mpsc::unbounded_channel();
-        let writer_task = tokio::spawn(writer::run(pool.clone(), jobs, commits));
+        let writer_task = tokio::spawn(writer::run(pool.clone(), jobs, commits, cluster.clone()));
         Ok(Self {
             url: where_,
             pool,
             writer: Mutex::new(Some(sender)),
             writer_task: Mutex::new(Some(writer_task)),
-            owner: Mutex::new(Some(owner)),
+            cluster,
         })
     }
 
@@ -142,7 +138,7 @@ impl PgStorage {
     }
 
     /// Stops the writer after it has committed everything queued, then
-    /// releases the database.
+    /// hands this host's partitions over.
     pub async fn close(&self) {
         if let Ok(mut writer) = self.writer.lock() {
             writer.take();
@@ -151,14 +147,9 @@ impl PgStorage {
         if let Some(task) = task {
             let _ = task.await;
         }
-        let owner = self.owner.lock().ok().and_then(|mut o| o.take());
-        if let Some(owner) = owner {
-            // Unlocked explicitly: the pool would keep the session (and
-            // its lock) open.
-            let _ = owner
-                .execute("SELECT pg_advisory_unlock($1)", &[&OWNER_LOCK])
-                .await;
-        }
+        // After the last write: the next owner of each partition starts
+        // from everything this host committed.
+        self.cluster.leave().await;
         self.pool.close();
     }
 }

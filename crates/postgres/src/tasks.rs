@@ -77,7 +77,14 @@ pub(crate) async fn free_id<C: GenericClient>(
 pub(crate) type Completion = (InstanceId, u64, TaskOutcome);
 
 /// Answers tasks (an inbox row each, in the order given, one pipeline) and
-/// queues the messages for delivery; a task answered already is skipped.
+/// queues the messages for delivery; a task answered already, or of an
+/// instance that is gone, is skipped.
+///
+/// Each row is inserted under a lock on its instance's row, taken before
+/// its arrival is drawn: arrivals of one instance then commit in their
+/// order even when several hosts write to its inbox, so its owner never
+/// reads a later arrival before an earlier one. [`crate::durable`]'s
+/// events do the same.
 pub(crate) async fn complete_all<C: GenericClient>(
     c: &C,
     completions: Vec<Completion>,
@@ -90,7 +97,8 @@ pub(crate) async fn complete_all<C: GenericClient>(
     let insert = c
         .prepare_cached(
             "INSERT INTO inbox (instance_id, kind, task_id, ok, payload, at_ms)
-             VALUES ($1, 'task', $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING arrival",
+             SELECT id, 'task', $2, $3, $4, $5 FROM instances WHERE id = $1 FOR NO KEY UPDATE
+             ON CONFLICT DO NOTHING RETURNING arrival",
         )
         .await?;
     let columns: Vec<(&str, i64, bool, String)> = completions
@@ -106,7 +114,7 @@ pub(crate) async fn complete_all<C: GenericClient>(
         .collect();
     let inserted = pipeline(rows.iter().map(|row| c.query_opt(&insert, &row[..]))).await?;
     for ((instance, task_id, outcome), row) in completions.into_iter().zip(inserted) {
-        // No row: answered already.
+        // No row: answered already, or the instance is gone.
         let Some(row) = row else { continue };
         let message = InboxMessage {
             arrival: row.try_get(0)?,
@@ -578,11 +586,13 @@ pub(crate) async fn fire_due<C: GenericClient>(
     now: i64,
     lease_ms: i64,
 ) -> Result<Effects, Error> {
-    // Deleted all at once: firing one timer never reads another.
+    // Deleted all at once: firing one timer never reads another. Timers
+    // another host is firing are skipped, not waited for.
     let take = c
         .prepare_cached(
             "DELETE FROM timers WHERE id IN
-                 (SELECT id FROM timers WHERE fire_at_ms <= $1 ORDER BY fire_at_ms, id LIMIT $2)
+                 (SELECT id FROM timers WHERE fire_at_ms <= $1 ORDER BY fire_at_ms, id LIMIT $2
+                  FOR UPDATE SKIP LOCKED)
              RETURNING fire_at_ms, id, instance_id, kind, task_id, work_item",
         )
         .await?;

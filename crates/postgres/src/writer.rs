@@ -14,6 +14,9 @@
 //! a serialization failure runs the whole batch again; a lost connection
 //! fails the batch with [`StorageError::Unavailable`] (it may or may not
 //! have committed; every caller's retry is idempotent).
+//!
+//! Every transaction is fenced first (`Cluster::fence`): the partitions its
+//! jobs may write as owner are fixed before the first job runs.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,6 +28,7 @@ use perdure_storage::failpoint::{self, Point};
 use perdure_storage::{CommitObserver, StorageError};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cluster::Cluster;
 use crate::connect::{is_conflict, pg_error, pool_error};
 
 /// A future that borrows the transaction it runs in.
@@ -88,6 +92,7 @@ pub(crate) async fn run(
     pool: Pool,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     commits: Arc<dyn CommitObserver>,
+    cluster: Arc<Cluster>,
 ) {
     let mut connection: Option<Object> = None;
     while let Some(first) = jobs.recv().await {
@@ -113,7 +118,7 @@ pub(crate) async fn run(
             },
         };
         let mut client = client;
-        for (finish, outcome) in run_batch(&mut client, batch, &*commits).await {
+        for (finish, outcome) in run_batch(&mut client, batch, &*commits, &cluster).await {
             finish(outcome);
         }
         connection = Some(client);
@@ -128,12 +133,13 @@ async fn run_batch(
     client: &mut Object,
     batch: Vec<Job>,
     commits: &dyn CommitObserver,
+    cluster: &Cluster,
 ) -> Vec<(Finisher, Result<(), StorageError>)> {
     let mut done = Vec::with_capacity(batch.len());
     let mut pending = batch;
     let mut conflicts = 0;
     while !pending.is_empty() {
-        let failure = match attempt(client, &mut pending, commits).await {
+        let failure = match attempt(client, &mut pending, commits, cluster).await {
             Ok(()) => {
                 done.extend(pending.drain(..).map(|job| (job.finish, Ok(()))));
                 break;
@@ -186,8 +192,10 @@ async fn attempt(
     client: &mut Object,
     pending: &mut [Job],
     commits: &dyn CommitObserver,
+    cluster: &Cluster,
 ) -> Result<(), Failure> {
     let tx = client.transaction().await.map_err(Failure::Transaction)?;
+    cluster.fence(&tx).await.map_err(Failure::Transaction)?;
     for (index, job) in pending.iter_mut().enumerate() {
         (job.run)(&tx).await.map_err(|e| Failure::Job(index, e))?;
     }

@@ -15,6 +15,7 @@ pub mod columns;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod failpoint;
+pub mod placement;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -65,6 +66,12 @@ pub enum StorageError {
         "{db} is in use by another perdure (it holds the lock on {lock}); stop that one first, or give this one another --db"
     )]
     InUse { db: String, lock: String },
+    /// The write belongs to a partition this host no longer holds: another
+    /// host took it over (this one was paused or cut off past its lease).
+    /// Nothing was written; the partition's new owner runs the instance or
+    /// entity.
+    #[error("partition {partition} moved to another host; the write is refused")]
+    Moved { partition: i32 },
     /// The database belongs to a newer version of Perdure.
     #[error("the database schema version {found} is newer than this host supports ({supported})")]
     TooNew { found: i64, supported: i64 },
@@ -191,6 +198,12 @@ pub struct TraceOrigin {
 /// What the durable engine keeps: instances, their journals and inboxes,
 /// work items, and the component versions instances are pinned to.
 pub trait DurableStorage: Send + Sync + 'static {
+    /// Which instances and entities this host runs, if the database is
+    /// shared by several hosts; `None`: this host runs everything.
+    fn placement(&self) -> Option<std::sync::Arc<dyn placement::Placement>> {
+        None
+    }
+
     /// Keeps a component version (no-op if it is kept already).
     fn put_component(&self, digest: String, bytes: Arc<[u8]>) -> StorageFuture<'_, ()>;
 

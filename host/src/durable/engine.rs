@@ -28,6 +28,7 @@ use perdure_records::GuestError;
 use perdure_records::{
     Effects, History, InboxMessage, InstanceId, RuntimeStatus, TaskOutcome, WorkItem,
 };
+use perdure_storage::placement::Placement;
 use perdure_storage::{DurableStorage, StorageError};
 
 /// How the engine behaves; defaults suit one machine.
@@ -94,6 +95,8 @@ pub(crate) struct LoadedOrchestrator {
 /// The engine's state, shared by its tasks.
 pub(crate) struct Shared {
     storage: Arc<dyn DurableStorage>,
+    /// The partitions this host holds, when hosts share the database.
+    placement: Option<Arc<dyn Placement>>,
     registry: Arc<Registry>,
     config: EngineConfig,
     hot: Mutex<HashMap<InstanceId, mpsc::UnboundedSender<Signal>>>,
@@ -135,6 +138,7 @@ impl Shared {
         config: EngineConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
+            placement: storage.placement(),
             storage,
             registry,
             activity_slots: Arc::new(Semaphore::new(config.max_activities.max(1))),
@@ -153,6 +157,25 @@ impl Shared {
             entity_workers: Default::default(),
             stopping: AtomicBool::new(false),
         })
+    }
+
+    /// Whether this host runs the instance (holds its partition).
+    pub(crate) fn owns_instance(&self, id: &InstanceId) -> bool {
+        self.placement.as_ref().is_none_or(|p| p.owns_instance(id))
+    }
+
+    /// Whether this host runs the entity (holds its partition).
+    pub(crate) fn owns_entity(&self, id: &perdure_records::EntityId) -> bool {
+        self.placement.as_ref().is_none_or(|p| p.owns_entity(id))
+    }
+
+    pub(crate) fn placement(&self) -> Option<&Arc<dyn Placement>> {
+        self.placement.as_ref()
+    }
+
+    /// The instances with a session in memory.
+    pub(crate) fn hot_ids(&self) -> Vec<InstanceId> {
+        lock(&self.hot).keys().cloned().collect()
     }
 
     /// Sessions held in memory.
@@ -316,8 +339,12 @@ impl Shared {
     }
 
     /// As [`Self::deliver`]; a session it starts begins from `fresh`.
+    ///
+    /// An instance of a partition another host holds is left to that host:
+    /// the write that woke it left a wake-up for it (see
+    /// `perdure_storage::placement`).
     fn deliver_or_start(self: &Arc<Self>, id: &InstanceId, signal: Signal, fresh: Option<History>) {
-        if self.stopping.load(Ordering::Relaxed) {
+        if self.stopping.load(Ordering::Relaxed) || !self.owns_instance(id) {
             return;
         }
         let mut hot = lock(&self.hot);
@@ -537,6 +564,10 @@ async fn run_session(
             lock(&shared.hot).remove(id);
             return None;
         }
+        Some(Fault::Storage(StorageError::Moved { partition })) => {
+            moved_away(shared, id, partition);
+            return None;
+        }
         Some(Fault::Storage(e)) => {
             tracing::error!(instance = %id, "instance stopped on a storage error (retried in {STORAGE_RETRY:?}): {e}");
             return retry_later(shared, id);
@@ -556,12 +587,23 @@ async fn run_session(
                 Err(e) => failed(&invocation_error(&e)),
             };
             if let Err(e) = session.commit(Some(end)).await {
+                if let Fault::Storage(StorageError::Moved { partition }) = e {
+                    moved_away(shared, id, partition);
+                    return None;
+                }
                 tracing::error!(instance = %id, "cannot record the instance's end (retried in {STORAGE_RETRY:?}): {e}");
                 return retry_later(shared, id);
             }
         }
     }
     Some(session.into_mailbox())
+}
+
+/// The end of a session whose partition another host took over: it
+/// leaves memory, and that host runs the instance from its journal.
+fn moved_away(shared: &Shared, id: &InstanceId, partition: i32) {
+    tracing::info!(instance = %id, partition, "instance moved to another host");
+    lock(&shared.hot).remove(id);
 }
 
 /// How long an instance whose write failed (a full disk, say) waits

@@ -7,6 +7,7 @@
 //! - `session`: one run of an orchestrator (replay, then live).
 //! - `engine`: instance runs, activity dispatch, recovery.
 
+mod cluster;
 mod engine;
 pub mod entities;
 pub mod journal;
@@ -60,6 +61,29 @@ pub struct Engine {
 
 /// Work items claimed per sweep of expired leases.
 const SWEEP_BATCH: usize = 1000;
+
+/// Runs again the work items whose lease expired (their run was lost with
+/// a host, or outlived its lease), and, on a shared database, those of
+/// hosts that died.
+pub(crate) async fn sweep_expired(shared: &Arc<Shared>) {
+    let now = now_ms();
+    match shared
+        .storage()
+        .claim_work(now, now.saturating_add(shared.lease_ms()), SWEEP_BATCH)
+        .await
+    {
+        Ok(items) => {
+            if !items.is_empty() {
+                tracing::info!(
+                    count = items.len(),
+                    "re-running activities whose run was lost"
+                );
+            }
+            shared.dispatch(items)
+        }
+        Err(e) => tracing::error!("cannot sweep expired activity leases: {e}"),
+    }
+}
 
 impl Engine {
     pub fn new(
@@ -115,12 +139,15 @@ impl Engine {
                 break;
             }
         }
-        let unfinished = shared.storage().unfinished_instances().await?;
-        if !unfinished.is_empty() {
-            tracing::info!(count = unfinished.len(), "resuming unfinished instances");
+        // With several hosts on the database: only the instances and
+        // entities of the partitions this host holds, and the others as
+        // their partitions come and go.
+        if let Some(events) = shared.placement().and_then(|p| p.take_events()) {
+            tokio::spawn(cluster::follow(Arc::downgrade(shared), events));
         }
-        for id in unfinished {
-            shared.deliver(&id, Signal::Wake);
+        let resumed = cluster::wake_unfinished(shared).await?;
+        if resumed > 0 {
+            tracing::info!(count = resumed, "resuming unfinished instances");
         }
         tokio::spawn(entities::resume(shared.clone()));
         tokio::spawn(timers::run(self.shared.clone()));
@@ -137,15 +164,7 @@ impl Engine {
                 if shared.stopping.load(Ordering::Relaxed) {
                     return;
                 }
-                let now = now_ms();
-                match shared
-                    .storage()
-                    .claim_work(now, now.saturating_add(shared.lease_ms()), SWEEP_BATCH)
-                    .await
-                {
-                    Ok(items) => shared.dispatch(items),
-                    Err(e) => tracing::error!("cannot sweep expired activity leases: {e}"),
-                }
+                sweep_expired(&shared).await;
             }
         });
         Ok(())

@@ -29,24 +29,41 @@ fn work_from_row(row: &Row) -> Result<WorkItem, Error> {
     })
 }
 
-/// Leases up to `limit` items whose lease expired by `expired_by` until
-/// `lease_until`, counting an attempt for each; in id order.
+/// Leases up to `limit` items until `lease_until`, counting an attempt for
+/// each, in id order: those whose lease expired by now; this host's (or
+/// nobody's) whose lease expired by `expired_by` (at start-up, everything
+/// its previous run left); and those of dead hosts, which hold no live
+/// partition lease. Items another host is claiming are skipped.
 pub(super) async fn claim_expired<C: GenericClient>(
     c: &C,
     expired_by: i64,
     lease_until: i64,
     limit: usize,
+    now: i64,
 ) -> Result<Vec<WorkItem>, Error> {
     let claim = c
         .prepare_cached(concat!(
-            "UPDATE work_items w SET lease_until_ms = $3, attempt = w.attempt + 1 FROM instances i
-             WHERE w.id IN (SELECT id FROM work_items WHERE lease_until_ms <= $1 ORDER BY id LIMIT $2)
+            "UPDATE work_items w SET lease_until_ms = $3, attempt = w.attempt + 1,
+                                     claimed_by = current_setting('perdure.host', true)
+             FROM instances i
+             WHERE w.id IN (
+                 SELECT id FROM work_items x
+                 WHERE x.lease_until_ms <= $4
+                    OR (x.lease_until_ms <= $1
+                        AND (x.claimed_by IS NULL OR x.claimed_by = current_setting('perdure.host', true)))
+                    OR (x.claimed_by <> current_setting('perdure.host', true)
+                        AND NOT EXISTS (SELECT 1 FROM partitions p
+                                        WHERE p.owner = x.claimed_by AND p.lease_until > now()))
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
              AND i.id = w.instance_id RETURNING ",
             work_columns!()
         ))
         .await?;
     let rows = c
-        .query(&claim, &[&expired_by, &self::limit(limit), &lease_until])
+        .query(
+            &claim,
+            &[&expired_by, &self::limit(limit), &lease_until, &now],
+        )
         .await?;
     let mut items = rows
         .iter()
@@ -64,7 +81,9 @@ pub(crate) async fn claim_one<C: GenericClient>(
 ) -> Result<Option<WorkItem>, Error> {
     let claim = c
         .prepare_cached(concat!(
-            "UPDATE work_items w SET lease_until_ms = $2, attempt = w.attempt + 1 FROM instances i
+            "UPDATE work_items w SET lease_until_ms = $2, attempt = w.attempt + 1,
+                                     claimed_by = current_setting('perdure.host', true)
+             FROM instances i
              WHERE w.id = $1 AND i.id = w.instance_id RETURNING ",
             work_columns!()
         ))

@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use perdure_records::{EntityBatch, EntityCommit, EntityId, EntityOpKind, EntitySend, OpDone};
+use perdure_storage::StorageError;
 
 use super::engine::{Shared, invocation_error};
 use crate::model::FunctionKind;
@@ -106,9 +107,11 @@ pub(crate) async fn resume(shared: Arc<Shared>) {
         let Some(last) = page.last().cloned() else {
             break;
         };
-        resumed += page.len();
         for id in page {
-            shared.wake_entity(id);
+            if shared.owns_entity(&id) {
+                resumed += 1;
+                shared.wake_entity(id);
+            }
         }
         after = Some(last);
     }
@@ -120,7 +123,8 @@ pub(crate) async fn resume(shared: Arc<Shared>) {
 impl Shared {
     /// Makes sure a worker will read `id`'s queue.
     pub(crate) fn wake_entity(self: &Arc<Self>, id: EntityId) {
-        if self.stopping.load(Ordering::Relaxed) {
+        // Another host's entity: the write that woke it left it a wake-up.
+        if self.stopping.load(Ordering::Relaxed) || !self.owns_entity(&id) {
             return;
         }
         let mut hot = self.entity_workers.hot();
@@ -211,6 +215,12 @@ async fn run_worker(shared: Arc<Shared>, id: EntityId) {
         }
         match shared.storage().commit_entity_batch(commit).await {
             Ok(effects) => shared.apply(effects),
+            Err(StorageError::Moved { partition }) => {
+                // The new owner of its partition runs the messages.
+                tracing::info!(entity = %id, partition, "entity moved to another host");
+                workers.leave(&id);
+                return;
+            }
             Err(e) => {
                 // The messages stay queued; the next wake or start-up runs
                 // them again.

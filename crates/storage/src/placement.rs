@@ -1,0 +1,110 @@
+//! Which instances and entities a host runs when several hosts share one
+//! database (decisions 1-5 of `shared/design/scale-out.md`).
+//!
+//! Instances and entities are hashed into a fixed number of partitions;
+//! a host runs the sessions, entity batches and wake-ups of the
+//! partitions it holds. A backend that lets hosts share it implements
+//! [`Placement`]; one that has a single host (SQLite) has none, and its
+//! host runs everything.
+//!
+//! Invariants:
+//! - [`partition_of`] is the same on every host and every version: it
+//!   decides who runs what.
+//! - A write the backend makes for an instance or entity of a partition
+//!   this host does not hold (at the moment of the write, checked under
+//!   the partition's fence) leaves a wake-up for its owner in the same
+//!   transaction; the engine delivers locally only what this host holds.
+
+use perdure_records::{EntityId, InstanceId};
+use tokio::sync::mpsc;
+
+/// A partition's number.
+pub type PartitionId = i32;
+
+/// The partition a key (see [`instance_key`], [`entity_key`]) belongs to,
+/// of `count`: FNV-1a over the key's bytes.
+pub fn partition_of(key: &str, count: u32) -> PartitionId {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % u64::from(count.max(1))) as PartitionId
+}
+
+/// What an instance is partitioned by: its id.
+pub fn instance_key(id: &InstanceId) -> &str {
+    id.as_str()
+}
+
+/// What an entity is partitioned by: `@name@key` (an instance id equal to
+/// it only shares its partition).
+pub fn entity_key(id: &EntityId) -> String {
+    format!("@{}@{}", id.name, id.key)
+}
+
+/// What changed in what a host runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlacementEvent {
+    /// Partitions this host took: their unfinished instances and queued
+    /// entity messages are its to run from now on.
+    Gained(Vec<PartitionId>),
+    /// Partitions this host no longer holds: its sessions of them stop
+    /// (their writes would be refused).
+    Lost(Vec<PartitionId>),
+    /// Another host wrote for these instances and entities of this host's
+    /// partitions: look at them again.
+    Wake {
+        instances: Vec<InstanceId>,
+        entities: Vec<EntityId>,
+    },
+}
+
+/// The partitions one host holds.
+pub trait Placement: Send + Sync + 'static {
+    /// How many partitions the database has.
+    fn partition_count(&self) -> u32;
+
+    /// Whether this host holds `partition` now (as far as it knows: a
+    /// write checks again under the partition's fence).
+    fn holds(&self, partition: PartitionId) -> bool;
+
+    /// This host's id among the hosts of the database.
+    fn host_id(&self) -> &str;
+
+    /// The events, for the one who takes them first (the engine).
+    fn take_events(&self) -> Option<mpsc::UnboundedReceiver<PlacementEvent>>;
+
+    fn owns_instance(&self, id: &InstanceId) -> bool {
+        self.holds(partition_of(instance_key(id), self.partition_count()))
+    }
+
+    fn owns_entity(&self, id: &EntityId) -> bool {
+        self.holds(partition_of(&entity_key(id), self.partition_count()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        // Pinned: every host and every version must agree.
+        assert_eq!(partition_of("a", 64), partition_of("a", 64));
+        assert_eq!(
+            partition_of("", 64),
+            (0xcbf2_9ce4_8422_2325_u64 % 64) as i32
+        );
+        // FNV-1a("abc") = 0xe71fa2190541574b.
+        assert_eq!(partition_of("abc", 64), 11);
+        let mut counts = [0u32; 64];
+        for i in 0..6400 {
+            counts[partition_of(&format!("instance-{i}"), 64) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&n| (50..=150).contains(&n)),
+            "spread: {counts:?}"
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! Several `perdure serve` processes on one PostgreSQL database: they
+//! split the partitions, any of them answers for any instance, a killed
+//! one's instances finish on the others once its lease runs out, and one
+//! paused past its lease is fenced off and rejoins.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use http::Method;
+use perdure_tests::child::{ChildHost, LogLines, nap_executions};
+use perdure_tests::postgres::{PgServer, TestDb};
+use perdure_tests::{DURABLE, eventually, guests};
+
+const CHILD: &str = env!("CARGO_BIN_EXE_perdure-child");
+/// Short, so that a dead host's partitions move within the test's time.
+const LEASE_MS: u64 = 2000;
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A host of the cluster: its process, its log, its folder.
+struct Member {
+    id: String,
+    host: ChildHost,
+    log: LogLines,
+    _dir: tempfile::TempDir,
+}
+
+impl Member {
+    /// Starts host `id` on `db` over a functions folder of its own holding
+    /// the durable probe.
+    async fn start(db: &TestDb, id: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("functions"))?;
+        std::fs::copy(
+            guests::DURABLE_PROBE,
+            dir.path().join("functions/durable-probe.wasm"),
+        )?;
+        let log = LogLines::default();
+        let host = ChildHost::start_with_args(CHILD, &args(dir.path(), db, id), &log).await?;
+        Ok(Self {
+            id: id.to_owned(),
+            host,
+            log,
+            _dir: dir,
+        })
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.host.pid().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {signal} failed: {status}");
+        Ok(())
+    }
+
+    fn log_contains(&self, text: &str) -> bool {
+        self.log
+            .lock()
+            .map(|l| l.iter().any(|line| line.contains(text)))
+            .unwrap_or(false)
+    }
+}
+
+fn args(dir: &Path, db: &TestDb, id: &str) -> Vec<OsString> {
+    let mut args = ChildHost::args_for(dir);
+    if let Some(at) = args.iter().position(|a| a == "--db") {
+        args[at + 1] = db.url().into();
+    }
+    args.extend([
+        "--cache-dir".into(),
+        dir.join("perdure.cache").into(),
+        "--host-id".into(),
+        id.into(),
+        "--lease-ms".into(),
+        LEASE_MS.to_string().into(),
+    ]);
+    args
+}
+
+/// Partitions per owner (`None`: free), read from the database.
+async fn owners(db: &TestDb) -> anyhow::Result<BTreeMap<Option<String>, i64>> {
+    let client = db.connect().await?;
+    let rows = client
+        .query("SELECT owner, count(*) FROM partitions GROUP BY owner", &[])
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
+/// Waits until exactly `ids` hold every partition, each at least one.
+async fn split_between(db: &TestDb, ids: &[&str]) -> anyhow::Result<BTreeMap<Option<String>, i64>> {
+    eventually(
+        DEADLINE,
+        &format!("the partitions split between {ids:?}"),
+        || async {
+            let owners = owners(db).await?;
+            let all_held = owners
+                .keys()
+                .all(|o| o.as_deref().is_some_and(|o| ids.contains(&o)));
+            Ok((all_held && owners.len() == ids.len()).then_some(owners))
+        },
+    )
+    .await
+}
+
+async fn start(member: &Member, name: &str, id: &str, input: &str) -> anyhow::Result<()> {
+    let r = member
+        .host
+        .send(
+            Method::POST,
+            &format!("{DURABLE}/orchestrators/{name}/{id}"),
+            input,
+        )
+        .await?;
+    anyhow::ensure!(r.status == 202, "start {id} on {}: {}", member.id, r.text());
+    Ok(())
+}
+
+/// Waits for `id` to finish, asking `member`; returns its status.
+async fn finished(member: &Member, id: &str) -> anyhow::Result<serde_json::Value> {
+    let path = format!("{DURABLE}/instances/{id}");
+    eventually(DEADLINE, &format!("{id} finished"), || async {
+        let r = member.host.send(Method::GET, &path, "").await?;
+        let status = r.json().unwrap_or_default();
+        let done = matches!(
+            status["runtimeStatus"].as_str(),
+            Some("Completed" | "Failed" | "Terminated")
+        );
+        Ok(done.then_some(status))
+    })
+    .await
+}
+
+async fn database() -> anyhow::Result<Option<TestDb>> {
+    let Some(server) = PgServer::shared().await? else {
+        return Ok(None);
+    };
+    Ok(Some(server.create_database().await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_share_the_work_and_the_others_finish_a_killed_ones() -> anyhow::Result<()> {
+    perdure_tests::init_logging();
+    let Some(db) = database().await? else {
+        return Ok(());
+    };
+    let mut members = Vec::new();
+    for id in ["h1", "h2", "h3"] {
+        members.push(Member::start(&db, id).await?);
+    }
+    let split = split_between(&db, &["h1", "h2", "h3"]).await?;
+    println!("partitions per host: {split:?}");
+
+    // A mix, each started through a host in turn: chains of activities,
+    // sub-orchestrations (parent and child mostly in partitions of
+    // different hosts) and events raised through another host than the
+    // one that started the instance.
+    const CHAINS: usize = 30;
+    let chain = r#"{"steps": 4, "sleepMs": 200}"#;
+    for i in 0..CHAINS {
+        start(&members[i % 3], "SleepyChain", &format!("chain-{i}"), chain).await?;
+    }
+    for i in 0..6 {
+        let input = format!(r#"{{"fail": false, "childId": "child-{i}"}}"#);
+        start(&members[i % 3], "Parent", &format!("parent-{i}"), &input).await?;
+    }
+    for i in 0..6 {
+        let input = r#"{"name": "Ping", "count": 2}"#;
+        start(
+            &members[i % 3],
+            "CollectEvents",
+            &format!("events-{i}"),
+            input,
+        )
+        .await?;
+    }
+    for i in 0..6 {
+        for n in 0..2 {
+            let through = &members[(i + 1 + n) % 3];
+            let r = through
+                .host
+                .send(
+                    Method::POST,
+                    &format!("{DURABLE}/instances/events-{i}/raiseEvent/Ping"),
+                    &n.to_string(),
+                )
+                .await?;
+            assert_eq!(r.status, 202, "raise through {}: {}", through.id, r.text());
+        }
+    }
+
+    // Killed in the middle of the chains, once every host ran some.
+    eventually(DEADLINE, "every host ran activities", || async {
+        let ran: Vec<usize> = members
+            .iter()
+            .map(|m| nap_executions(&m.log).values().sum())
+            .collect();
+        Ok(ran.iter().all(|&n| n >= 3).then_some(()))
+    })
+    .await?;
+    let victim = members.pop().ok_or_else(|| anyhow::anyhow!("no host"))?;
+    victim.host.kill()?;
+    let killed = Instant::now();
+
+    let taken_over = split_between(&db, &["h1", "h2"]).await?;
+    let takeover = killed.elapsed();
+    println!(
+        "h3 killed; its partitions were taken over after {takeover:?} (lease {LEASE_MS} ms): {taken_over:?}"
+    );
+    assert!(
+        takeover >= Duration::from_millis(LEASE_MS / 2),
+        "a killed host's partitions are not taken before its lease runs out ({takeover:?})"
+    );
+
+    for i in 0..CHAINS {
+        let status = finished(&members[i % 2], &format!("chain-{i}")).await?;
+        assert_eq!(status["runtimeStatus"], "Completed", "chain-{i}: {status}");
+        assert_eq!(status["output"], 4, "chain-{i}: {status}");
+    }
+    let progressed = killed.elapsed();
+    println!("every chain completed {progressed:?} after the kill");
+    for i in 0..6 {
+        let status = finished(&members[(i + 1) % 2], &format!("parent-{i}")).await?;
+        assert_eq!(status["runtimeStatus"], "Completed", "parent-{i}: {status}");
+        assert_eq!(
+            status["output"]["child"], "child done",
+            "parent-{i}: {status}"
+        );
+        let status = finished(&members[i % 2], &format!("events-{i}")).await?;
+        assert_eq!(status["runtimeStatus"], "Completed", "events-{i}: {status}");
+        assert_eq!(
+            status["output"],
+            serde_json::json!([0, 1]),
+            "events-{i}: {status}"
+        );
+    }
+
+    // New work is still taken, by either host, for any partition.
+    for (n, member) in members.iter().enumerate() {
+        let id = format!("after-{n}");
+        start(member, "SleepyChain", &id, r#"{"steps": 2, "sleepMs": 1}"#).await?;
+        let status = finished(&members[(n + 1) % 2], &id).await?;
+        assert_eq!(status["output"], 2, "{id}: {status}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_paused_past_its_lease_is_fenced_off_and_rejoins() -> anyhow::Result<()> {
+    perdure_tests::init_logging();
+    let Some(db) = database().await? else {
+        return Ok(());
+    };
+    let a = Member::start(&db, "a").await?;
+    let b = Member::start(&db, "b").await?;
+    split_between(&db, &["a", "b"]).await?;
+
+    const CHAINS: usize = 16;
+    let chain = r#"{"steps": 6, "sleepMs": 150}"#;
+    for i in 0..CHAINS {
+        start(&b, "SleepyChain", &format!("paused-{i}"), chain).await?;
+    }
+    eventually(DEADLINE, "b ran activities", || async {
+        let ran: usize = nap_executions(&b.log).values().sum();
+        Ok((ran >= 4).then_some(()))
+    })
+    .await?;
+    // Paused with sessions and activities in flight: past its lease, a
+    // takes every partition.
+    b.signal("-STOP")?;
+    let owners = split_between(&db, &["a"]).await;
+    // Resumed whatever happened, so that a failure leaves no stopped
+    // process behind.
+    let resumed = b.signal("-CONT");
+    owners?;
+    resumed?;
+
+    // b's late writes as owner are refused; what it finished as a plain
+    // activity runner counts once.
+    for i in 0..CHAINS {
+        let status = finished(&a, &format!("paused-{i}")).await?;
+        assert_eq!(status["runtimeStatus"], "Completed", "paused-{i}: {status}");
+        assert_eq!(status["output"], 6, "paused-{i}: {status}");
+    }
+    // b rejoins: it takes its share again and runs new work.
+    split_between(&db, &["a", "b"]).await?;
+    for i in 0..4 {
+        let id = format!("rejoined-{i}");
+        start(&b, "SleepyChain", &id, r#"{"steps": 2, "sleepMs": 1}"#).await?;
+        let status = finished(&a, &id).await?;
+        assert_eq!(status["output"], 2, "{id}: {status}");
+    }
+    println!(
+        "b logged a refused write: {}",
+        b.log_contains("moved to another host")
+    );
+    Ok(())
+}
