@@ -240,6 +240,7 @@ impl Host {
         let addr = listener
             .local_addr()
             .map_err(io("cannot read the listening address"))?;
+        engine.announce(addr);
         let dashboard_listener = match config.dashboard_listen {
             Some(at) => {
                 Some(listen(at).map_err(io(format!("cannot listen on {at} (the dashboard)")))?)

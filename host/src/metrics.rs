@@ -141,6 +141,8 @@ pub struct Sampled {
     pub apps_loaded: u64,
     pub load_failures: u64,
     pub hot_instances: u64,
+    /// The partition leases, on a database several hosts share.
+    pub placement: Option<perdure_storage::placement::PlacementCounters>,
 }
 
 /// Invocations of one function, by outcome (for the dashboard).
@@ -172,6 +174,10 @@ pub struct Metrics {
     apps_loaded: Gauge,
     load_failures: Gauge,
     hot_instances: Gauge,
+    partitions_held: Gauge,
+    lease_renewals: Counter,
+    partitions_gained: Counter,
+    partitions_lost: Counter,
 }
 
 impl Default for Metrics {
@@ -272,8 +278,32 @@ impl Metrics {
             "Orchestration instances held in memory",
             Gauge::default(),
         );
+        let partitions_held = add.metric(
+            "partitions_held",
+            "Partitions of a shared database this host holds (0 on SQLite)",
+            Gauge::default(),
+        );
+        let lease_renewals = add.metric(
+            "lease_renewals",
+            "Renewals of this host's partition leases",
+            Counter::default(),
+        );
+        let partitions_gained = add.metric(
+            "partitions_gained",
+            "Partitions this host took: at start, and over from hosts that left or died",
+            Counter::default(),
+        );
+        let partitions_lost = add.metric(
+            "partitions_lost",
+            "Partitions this host gave back or that another host took over",
+            Counter::default(),
+        );
         Self {
             registry,
+            partitions_held,
+            lease_renewals,
+            partitions_gained,
+            partitions_lost,
             http_requests,
             http_seconds,
             invocations,
@@ -415,6 +445,17 @@ impl Metrics {
         self.apps_loaded.set(gauge_value(sampled.apps_loaded));
         self.load_failures.set(gauge_value(sampled.load_failures));
         self.hot_instances.set(gauge_value(sampled.hot_instances));
+        if let Some(placement) = &sampled.placement {
+            self.partitions_held.set(gauge_value(placement.held));
+            // Counted by the leases; the counters catch up at each scrape.
+            for (counter, total) in [
+                (&self.lease_renewals, placement.renewals),
+                (&self.partitions_gained, placement.gained),
+                (&self.partitions_lost, placement.lost),
+            ] {
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);

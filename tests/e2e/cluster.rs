@@ -133,6 +133,24 @@ async fn finished(member: &Member, id: &str) -> anyhow::Result<serde_json::Value
     .await
 }
 
+/// `perdure cluster` against `member`: its table.
+async fn cluster_cli(member: &Member) -> anyhow::Result<String> {
+    let url = member.host.base_url().to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(CHILD)
+            .args(["cluster", "--url", &url])
+            .env("PERDURE_MASTER_KEY", perdure_tests::MASTER_KEY)
+            .output()
+    })
+    .await??;
+    anyhow::ensure!(
+        output.status.success(),
+        "perdure cluster: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
 async fn database() -> anyhow::Result<Option<TestDb>> {
     let Some(server) = PgServer::shared().await? else {
         return Ok(None);
@@ -152,6 +170,57 @@ async fn three_hosts_share_the_work_and_the_others_finish_a_killed_ones() -> any
     }
     let split = split_between(&db, &["h1", "h2", "h3"]).await?;
     println!("partitions per host: {split:?}");
+    // Any host shows the cluster: every host, where it serves, its share.
+    let cluster = eventually(DEADLINE, "every host announced its address", || async {
+        let r = members[1]
+            .host
+            .send(Method::GET, "/admin/cluster", "")
+            .await?;
+        let cluster = r.json()?;
+        let hosts = cluster["hosts"].as_array().cloned().unwrap_or_default();
+        let announced = members.iter().all(|m| {
+            hosts.iter().any(|h| {
+                h["id"] == m.id.as_str()
+                    && h["alive"] == true
+                    && m.host
+                        .base_url()
+                        .ends_with(h["address"].as_str().unwrap_or("-"))
+            })
+        });
+        Ok(announced.then_some(cluster))
+    })
+    .await?;
+    assert_eq!(cluster["shared"], true, "{cluster}");
+    assert_eq!(cluster["thisHost"], "h2", "{cluster}");
+    assert_eq!(
+        cluster["partitions"].as_array().map(Vec::len),
+        Some(64),
+        "{cluster}"
+    );
+    let shares: i64 = cluster["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| h["partitions"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(shares, 64, "{cluster}");
+    let table = cluster_cli(&members[0]).await?;
+    assert!(
+        ["h1 *", "h2", "h3", "64 partitions, 0 free"]
+            .iter()
+            .all(|text| table.contains(text)),
+        "{table}"
+    );
+    let metrics = members[0]
+        .host
+        .send(Method::GET, "/metrics", "")
+        .await?
+        .text();
+    let held = split.get(&Some("h1".to_owned())).copied().unwrap_or(0);
+    assert!(
+        metrics.contains(&format!("perdure_partitions_held {held}")),
+        "h1 holds {held}: {metrics}"
+    );
 
     // A mix, each started through a host in turn: chains of activities,
     // sub-orchestrations (parent and child mostly in partitions of
@@ -213,6 +282,21 @@ async fn three_hosts_share_the_work_and_the_others_finish_a_killed_ones() -> any
         takeover >= Duration::from_millis(LEASE_MS / 2),
         "a killed host's partitions are not taken before its lease runs out ({takeover:?})"
     );
+
+    let cluster = members[0]
+        .host
+        .send(Method::GET, "/admin/cluster", "")
+        .await?
+        .json()?;
+    let h3 = cluster["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|h| h["id"] == "h3")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(h3["alive"], false, "the killed host shows dead: {cluster}");
+    assert_eq!(h3["partitions"], 0, "{cluster}");
 
     for i in 0..CHAINS {
         let status = finished(&members[i % 2], &format!("chain-{i}")).await?;

@@ -18,14 +18,17 @@
 //!   rescans a partition it gains.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Pool};
 use perdure_records::{Effects, EntityId, InstanceId};
 use perdure_storage::StorageError;
+use perdure_storage::StorageFuture;
 use perdure_storage::placement::{
-    PartitionId, Placement, PlacementEvent, entity_key, instance_key, partition_of,
+    ClusterStatus, HostStatus, PartitionId, PartitionStatus, Placement, PlacementCounters,
+    PlacementEvent, entity_key, instance_key, partition_of,
 };
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_postgres::{AsyncMessage, Error};
@@ -80,6 +83,9 @@ pub(crate) struct Cluster {
     host: String,
     count: u32,
     renew_every: Duration,
+    /// How long a write transaction may sit idle on the server (half a
+    /// lease) before the server ends it.
+    idle_limit_ms: u128,
     /// The partitions held, with the epoch each was taken at.
     held: RwLock<BTreeMap<PartitionId, i64>>,
     /// The partitions the writer's current transaction fenced.
@@ -90,7 +96,15 @@ pub(crate) struct Cluster {
     poke: Notify,
     stop: watch::Sender<bool>,
     leases: tokio::sync::Mutex<Leases>,
+    lease: Duration,
+    /// For [`Placement::status`].
+    pool: Pool,
+    renewals: AtomicU64,
+    gained: AtomicU64,
+    lost: AtomicU64,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Itself, for tasks [`Placement::announce`] spawns.
+    me: Weak<Cluster>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -129,10 +143,17 @@ impl Cluster {
         let first = leases.tick().await?;
         let (events, receiver) = mpsc::unbounded_channel();
         let (stop, _) = watch::channel(false);
-        let cluster = Arc::new(Self {
+        let cluster = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             host: options.host_id.clone(),
             count: u32::try_from(count).unwrap_or(1).max(1),
             renew_every: leases.renew_every(),
+            idle_limit_ms: leases.idle_limit().as_millis(),
+            lease: leases.lease(),
+            pool: pool.clone(),
+            renewals: AtomicU64::new(0),
+            gained: AtomicU64::new(first.gained.len() as u64),
+            lost: AtomicU64::new(0),
             held: RwLock::new(leases.held().clone()),
             fenced: Mutex::new(BTreeSet::new()),
             events,
@@ -187,12 +208,19 @@ impl Cluster {
             )
             .await?;
         // The host that leases work items in this transaction (see the
-        // `work_items.claimed_by` column).
+        // `work_items.claimed_by` column), and how long the server lets it
+        // stay open while this side sends nothing: a host paused (or cut
+        // off) in the middle of a transaction would otherwise keep its
+        // share locks, and with them its partitions, from every takeover.
         let host = tx
-            .prepare_cached("SELECT set_config('perdure.host', $1, true)")
+            .prepare_cached(
+                "SELECT set_config('perdure.host', $1, true),
+                        set_config('idle_in_transaction_session_timeout', $2, true)",
+            )
             .await?;
-        let (fence_args, host_args): ([Param<'_>; 2], [Param<'_>; 1]) =
-            ([&ids, &self.host], [&self.host]);
+        let idle = self.idle_limit_ms.to_string();
+        let (fence_args, host_args): ([Param<'_>; 2], [Param<'_>; 2]) =
+            ([&ids, &self.host], [&self.host, &idle]);
         let (rows, _) = tokio::try_join!(
             tx.query(&select, &fence_args),
             tx.execute(&host, &host_args)
@@ -285,6 +313,11 @@ impl Cluster {
 
     fn apply(&self, changes: LeaseChanges, held: &BTreeMap<PartitionId, i64>) {
         *self.held.write().unwrap_or_else(|p| p.into_inner()) = held.clone();
+        self.renewals.fetch_add(1, Ordering::Relaxed);
+        self.gained
+            .fetch_add(changes.gained.len() as u64, Ordering::Relaxed);
+        self.lost
+            .fetch_add(changes.lost.len() as u64, Ordering::Relaxed);
         if !changes.lost.is_empty() {
             tracing::info!(partitions = ?changes.lost, "partitions moved to other hosts");
             let _ = self.events.send(PlacementEvent::Lost(changes.lost));
@@ -314,6 +347,97 @@ impl Placement for Cluster {
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<PlacementEvent>> {
         lock(&self.receiver).take()
     }
+
+    fn counters(&self) -> PlacementCounters {
+        PlacementCounters {
+            held: read(&self.held).len() as u64,
+            renewals: self.renewals.load(Ordering::Relaxed),
+            gained: self.gained.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
+        }
+    }
+
+    fn status(&self) -> StorageFuture<'_, ClusterStatus> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            status(&client, &self.host, self.lease)
+                .await
+                .map_err(pg_error)
+        })
+    }
+
+    fn announce(&self, address: String) {
+        let Some(cluster) = self.me.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move { cluster.leases.lock().await.set_address(address) });
+    }
+}
+
+/// Every host and partition of the database.
+async fn status(
+    c: &deadpool_postgres::Client,
+    host: &str,
+    lease: Duration,
+) -> Result<ClusterStatus, Error> {
+    let ms = |column: &str| format!("(extract(epoch FROM {column}) * 1000)::bigint");
+    let hosts = c
+        .query(
+            &format!(
+                "SELECT h.id, h.address, {}, {},
+                        EXISTS (SELECT 1 FROM partitions p WHERE p.owner = h.id AND p.lease_until > now()),
+                        (SELECT count(*) FROM partitions p WHERE p.owner = h.id),
+                        (SELECT count(*) FROM work_items w WHERE w.claimed_by = h.id)
+                 FROM hosts h ORDER BY h.id",
+                ms("h.started_at"),
+                ms("h.heartbeat")
+            ),
+            &[],
+        )
+        .await?;
+    let partitions = c
+        .query(
+            &format!(
+                "SELECT id, owner, epoch, {} FROM partitions ORDER BY id",
+                ms("lease_until")
+            ),
+            &[],
+        )
+        .await?;
+    let now: i64 = c
+        .query_one(&format!("SELECT {}", ms("now()")), &[])
+        .await?
+        .try_get(0)?;
+    Ok(ClusterStatus {
+        host_id: host.to_owned(),
+        lease_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
+        now_ms: now,
+        hosts: hosts
+            .iter()
+            .map(|row| {
+                Ok(HostStatus {
+                    id: row.try_get(0)?,
+                    address: row.try_get(1)?,
+                    started_ms: row.try_get(2)?,
+                    heartbeat_ms: row.try_get(3)?,
+                    alive: row.try_get(4)?,
+                    partitions: u32::try_from(row.try_get::<_, i64>(5)?).unwrap_or(u32::MAX),
+                    work_items: u64::try_from(row.try_get::<_, i64>(6)?).unwrap_or(0),
+                })
+            })
+            .collect::<Result<_, Error>>()?,
+        partitions: partitions
+            .iter()
+            .map(|row| {
+                Ok(PartitionStatus {
+                    id: row.try_get(0)?,
+                    owner: row.try_get(1)?,
+                    epoch: row.try_get(2)?,
+                    lease_until_ms: row.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, Error>>()?,
+    })
 }
 
 /// Waits `period`; false once the cluster stops or is gone.

@@ -71,6 +71,7 @@ pub async fn fence(
 pub struct Leases {
     pool: Pool,
     host: String,
+    address: String,
     lease: Duration,
     /// The partitions held, with the epoch each was taken at.
     held: BTreeMap<PartitionId, i64>,
@@ -122,6 +123,7 @@ impl Leases {
         Ok(Self {
             pool,
             host,
+            address: address.to_owned(),
             lease,
             held: BTreeMap::new(),
         })
@@ -134,6 +136,23 @@ impl Leases {
 
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// Where this host serves, written at the next [`Self::tick`].
+    pub fn set_address(&mut self, address: String) {
+        self.address = address;
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// How long a transaction of a host holding partitions may stay open
+    /// with nothing sent before the server ends it: half a lease, so that
+    /// a host paused inside one releases its row locks before its lease
+    /// runs out and others can take its partitions.
+    pub fn idle_limit(&self) -> Duration {
+        (self.lease / 2).max(Duration::from_millis(100))
     }
 
     /// How often [`Self::tick`] should run: a third of the lease, so two
@@ -150,12 +169,24 @@ impl Leases {
         let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
         // The lease, from milliseconds, in the statements below.
         let lease = "make_interval(secs => $2::bigint / 1000.0)";
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .await
-            .map_err(pg_error)?;
+        tx.batch_execute(&format!(
+            "SET LOCAL synchronous_commit = off; SET LOCAL idle_in_transaction_session_timeout = {}",
+            self.idle_limit().as_millis()
+        ))
+        .await
+        .map_err(pg_error)?;
         tx.execute(
-            "UPDATE hosts SET heartbeat = now() WHERE id = $1",
-            &[&self.host],
+            "UPDATE hosts SET heartbeat = now(), address = $2 WHERE id = $1",
+            &[&self.host, &self.address],
+        )
+        .await
+        .map_err(pg_error)?;
+        // Hosts gone for an hour that hold nothing are forgotten (their
+        // work items, if any, are any live host's to take).
+        tx.execute(
+            "DELETE FROM hosts h WHERE heartbeat < now() - interval '1 hour'
+             AND NOT EXISTS (SELECT 1 FROM partitions p WHERE p.owner = h.id)",
+            &[],
         )
         .await
         .map_err(pg_error)?;

@@ -60,6 +60,57 @@ pub enum PlacementEvent {
     },
 }
 
+/// What a host's leases did since it started (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlacementCounters {
+    /// Partitions held now.
+    pub held: u64,
+    /// Lease renewals that succeeded.
+    pub renewals: u64,
+    /// Partitions taken (at start, from a host that left or died, or past
+    /// a fair share another host gave back).
+    pub gained: u64,
+    /// Partitions given back or taken by another host.
+    pub lost: u64,
+}
+
+/// A host of a shared database, as the database sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostStatus {
+    pub id: String,
+    /// Where it serves.
+    pub address: String,
+    pub started_ms: i64,
+    /// Its last lease renewal (the database's clock).
+    pub heartbeat_ms: i64,
+    /// It holds a partition lease that has not run out.
+    pub alive: bool,
+    pub partitions: u32,
+    /// Work items (activities) it has leased.
+    pub work_items: u64,
+}
+
+/// One partition's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStatus {
+    pub id: PartitionId,
+    pub owner: Option<String>,
+    pub epoch: i64,
+    pub lease_until_ms: Option<i64>,
+}
+
+/// The hosts of a shared database and their partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// The host that answered.
+    pub host_id: String,
+    pub lease_ms: i64,
+    /// The database's clock when read.
+    pub now_ms: i64,
+    pub hosts: Vec<HostStatus>,
+    pub partitions: Vec<PartitionStatus>,
+}
+
 /// The partitions one host holds.
 pub trait Placement: Send + Sync + 'static {
     /// How many partitions the database has.
@@ -74,6 +125,16 @@ pub trait Placement: Send + Sync + 'static {
 
     /// The events, for the one who takes them first (the engine).
     fn take_events(&self) -> Option<mpsc::UnboundedReceiver<PlacementEvent>>;
+
+    /// What the leases did so far.
+    fn counters(&self) -> PlacementCounters;
+
+    /// Every host and partition, read from the database.
+    fn status(&self) -> crate::StorageFuture<'_, ClusterStatus>;
+
+    /// Records where this host serves (once it listens), for other hosts
+    /// and operators; written at the next renewal.
+    fn announce(&self, address: String);
 
     fn owns_instance(&self, id: &InstanceId) -> bool {
         self.holds(partition_of(instance_key(id), self.partition_count()))

@@ -301,6 +301,29 @@ impl Engine {
             .flatten()
     }
 
+    /// The hosts sharing the database and their partitions; `None` when
+    /// this host has the database to itself (SQLite).
+    pub async fn cluster(
+        &self,
+    ) -> Result<Option<perdure_storage::placement::ClusterStatus>, StorageError> {
+        match self.shared.placement() {
+            Some(placement) => Ok(Some(placement.status().await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// What this host's partition leases did so far, on a shared database.
+    pub fn placement_counters(&self) -> Option<perdure_storage::placement::PlacementCounters> {
+        self.shared.placement().map(|p| p.counters())
+    }
+
+    /// Tells the other hosts of a shared database where this one serves.
+    pub(crate) fn announce(&self, address: std::net::SocketAddr) {
+        if let Some(placement) = self.shared.placement() {
+            placement.announce(address.to_string());
+        }
+    }
+
     /// Instances held in memory by this host.
     pub fn hot_instances(&self) -> usize {
         self.shared.hot_count()

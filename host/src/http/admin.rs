@@ -48,6 +48,7 @@ pub(super) async fn handle(
             Err(e) => Err(deploy_error(e)),
         },
         (Method::GET, ["stats"]) => super::observe::stats(ctx).await,
+        (Method::GET, ["cluster"]) => cluster(ctx).await,
         (Method::GET, ["instances", id, "timeline"]) => super::observe::timeline(ctx, id).await,
         (Method::GET, ["instances", id, "logs"]) => {
             let query = super::query_pairs(&req);
@@ -57,6 +58,59 @@ pub(super) async fn handle(
         (Method::POST, ["orchestrators", name, "upgrade"]) => upgrade_all(ctx, name).await,
         _ => Err(ApiError::not_found(format!("no admin route {path}"))),
     }
+}
+
+/// `GET /admin/cluster`: the hosts sharing the database, their partitions
+/// and leased activities. On a database of its own (SQLite) the host is
+/// alone: `shared` is false and the lists are empty.
+async fn cluster(ctx: &HttpContext) -> Result<HttpResponse, ApiError> {
+    let Some(status) = ctx.engine.cluster().await? else {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({ "shared": false, "hosts": [], "partitions": [] }),
+        ));
+    };
+    let time = crate::time::rfc3339_ms;
+    let hosts: Vec<Value> = status
+        .hosts
+        .iter()
+        .map(|h| {
+            json!({
+                "id": h.id,
+                "address": h.address,
+                "startedTime": time(h.started_ms),
+                "lastHeartbeat": time(h.heartbeat_ms),
+                "alive": h.alive,
+                "partitions": h.partitions,
+                "activitiesLeased": h.work_items,
+                "thisHost": h.id == status.host_id,
+            })
+        })
+        .collect();
+    let partitions: Vec<Value> = status
+        .partitions
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id,
+                "owner": p.owner,
+                "epoch": p.epoch,
+                "leaseUntil": p.lease_until_ms.map(time),
+                "expired": p.lease_until_ms.is_none_or(|until| until <= status.now_ms),
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "shared": true,
+            "thisHost": status.host_id,
+            "leaseMs": status.lease_ms,
+            "databaseTime": time(status.now_ms),
+            "hosts": hosts,
+            "partitions": partitions,
+        }),
+    ))
 }
 
 fn health(ctx: &HttpContext) -> HttpResponse {

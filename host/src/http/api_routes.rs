@@ -28,6 +28,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/admin/apps/{name}"),
     ("PUT", "/admin/apps/{name}/config"),
     ("GET", "/admin/stats"),
+    ("GET", "/admin/cluster"),
     ("GET", "/admin/instances/{instanceId}/timeline"),
     ("GET", "/admin/instances/{instanceId}/logs"),
     ("POST", "/admin/instances/{instanceId}/upgrade"),

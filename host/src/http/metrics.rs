@@ -22,6 +22,7 @@ pub(super) async fn sample(ctx: &HttpContext) -> Result<Sampled, ApiError> {
         apps_loaded: snapshot.apps.len() as u64,
         load_failures: snapshot.failures.len() as u64,
         hot_instances: ctx.engine.hot_instances() as u64,
+        placement: ctx.engine.placement_counters(),
     })
 }
 

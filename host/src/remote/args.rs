@@ -93,6 +93,10 @@ pub enum RemoteCommand {
     /// List the loaded apps, their functions and their load errors.
     #[command(after_help = exit::help())]
     Apps(AppsArgs),
+    /// Show the hosts sharing the database, their partitions and the
+    /// activities each has leased.
+    #[command(after_help = exit::help())]
+    Cluster(AppsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -269,7 +273,7 @@ impl RemoteCommand {
             Self::Entity(EntityCommand::Signal(a)) => &a.connection,
             Self::Entity(EntityCommand::Get(a)) => &a.connection,
             Self::Entity(EntityCommand::List(a)) => &a.connection,
-            Self::Apps(a) => &a.connection,
+            Self::Apps(a) | Self::Cluster(a) => &a.connection,
         }
     }
 }

@@ -71,6 +71,7 @@ async fn execute(command: RemoteCommand) -> anyhow::Result<i32> {
         }
         RemoteCommand::Entity(EntityCommand::List(args)) => entities::list(&ctx, args).await,
         RemoteCommand::Apps(_) => apps(&ctx).await,
+        RemoteCommand::Cluster(_) => cluster(&ctx).await,
     }
 }
 
@@ -172,6 +173,66 @@ const ERROR_WIDTH: usize = 120;
 
 /// `perdure apps`: the apps (digest, load time, function count), their
 /// functions (kind and trigger), and the files that failed to load.
+/// `perdure cluster`: a row per host, then who holds which partitions.
+async fn cluster(ctx: &Context) -> anyhow::Result<i32> {
+    let answer = ctx
+        .remote
+        .send(http::Method::GET, "/admin/cluster", None, None)
+        .await?;
+    if ctx.json {
+        print(&answer.raw_json()?);
+        return Ok(exit::SUCCESS);
+    }
+    let status = answer.json()?;
+    if status["shared"] != Value::Bool(true) {
+        print("this host has its database to itself (SQLite): no other hosts");
+        return Ok(exit::SUCCESS);
+    }
+    let mut hosts = Table::new(&[
+        "HOST",
+        "ADDRESS",
+        "ALIVE",
+        "PARTITIONS",
+        "ACTIVITIES",
+        "LAST HEARTBEAT",
+        "STARTED",
+    ]);
+    for host in status["hosts"].as_array().into_iter().flatten() {
+        let mut id = plain(&host["id"]);
+        if host["thisHost"] == Value::Bool(true) {
+            id.push_str(" *");
+        }
+        hosts.row([
+            id,
+            plain(&host["address"]),
+            if host["alive"] == Value::Bool(true) {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_owned(),
+            plain(&host["partitions"]),
+            plain(&host["activitiesLeased"]),
+            plain(&host["lastHeartbeat"]),
+            plain(&host["startedTime"]),
+        ]);
+    }
+    let partitions = status["partitions"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    let free = partitions
+        .iter()
+        .filter(|p| p["owner"].is_null() || p["expired"] == Value::Bool(true))
+        .count();
+    print(&format!(
+        "{}\n{} partitions, {free} free or expired; lease {} ms (* answered)",
+        hosts.render().trim_end(),
+        partitions.len(),
+        plain(&status["leaseMs"]),
+    ));
+    Ok(exit::SUCCESS)
+}
+
 async fn apps(ctx: &Context) -> anyhow::Result<i32> {
     let answer = ctx
         .remote
