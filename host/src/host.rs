@@ -165,6 +165,8 @@ pub struct Host {
     dashboard_addr: Option<SocketAddr>,
     dashboard_server: Option<JoinHandle<()>>,
     deployer: JoinHandle<()>,
+    /// Shares apps and keys with the other hosts of the database.
+    sharing: JoinHandle<()>,
     watch: Option<FolderWatch>,
 }
 
@@ -232,6 +234,10 @@ impl Host {
             registry.sync(&path).await;
         }
         let deployer = tokio::spawn(run_deployer(registry.clone(), events_rx));
+        // With other hosts on the database: the folder as loaded is the
+        // starting point; the database's newer versions follow.
+        let sharing =
+            crate::registry::shared::start(registry.clone(), storage.durable(), keys.clone()).await;
         // Apps are loaded: instances left by the previous run can resume.
         engine.recover().await?;
 
@@ -285,6 +291,7 @@ impl Host {
             dashboard_addr,
             dashboard_server,
             deployer,
+            sharing,
             watch: Some(watch),
         })
     }
@@ -342,6 +349,7 @@ impl Host {
         }
         self.watch.take();
         self.deployer.abort();
+        self.sharing.abort();
         // Instances stop where they are; their journals resume them at the
         // next start.
         self.engine.stop();

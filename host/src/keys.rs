@@ -125,7 +125,8 @@ impl Keys {
         Ok((keys, source, shown))
     }
 
-    async fn reload(&self) -> Result<(), StorageError> {
+    /// Reads the function keys again (another host may have changed them).
+    pub async fn reload(&self) -> Result<(), StorageError> {
         let stored = self.storage.keys().await?;
         let map = stored.into_iter().map(|k| (k.hash, k.function)).collect();
         match self.function_keys.write() {

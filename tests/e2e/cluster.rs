@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 use perdure_tests::child::{ChildHost, LogLines, nap_executions};
 use perdure_tests::postgres::{PgServer, TestDb};
-use perdure_tests::{DURABLE, eventually, guests};
+use perdure_tests::{DURABLE, MASTER_KEY, TestHost, eventually, guests};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_perdure-child");
 /// Short, so that a dead host's partitions move within the test's time.
@@ -89,7 +89,8 @@ async fn owners(db: &TestDb) -> anyhow::Result<BTreeMap<Option<String>, i64>> {
         .collect()
 }
 
-/// Waits until exactly `ids` hold every partition, each at least one.
+/// Waits until exactly `ids` hold every partition, each at least one and
+/// none more than its fair share (the split the hosts settle on).
 async fn split_between(db: &TestDb, ids: &[&str]) -> anyhow::Result<BTreeMap<Option<String>, i64>> {
     eventually(
         DEADLINE,
@@ -99,7 +100,9 @@ async fn split_between(db: &TestDb, ids: &[&str]) -> anyhow::Result<BTreeMap<Opt
             let all_held = owners
                 .keys()
                 .all(|o| o.as_deref().is_some_and(|o| ids.contains(&o)));
-            Ok((all_held && owners.len() == ids.len()).then_some(owners))
+            let fair = 64_u64.div_ceil(ids.len().max(1) as u64) as i64;
+            let settled = owners.values().all(|&n| n <= fair);
+            Ok((all_held && settled && owners.len() == ids.len()).then_some(owners))
         },
     )
     .await
@@ -380,5 +383,96 @@ async fn a_host_paused_past_its_lease_is_fenced_off_and_rejoins() -> anyhow::Res
         "b logged a refused write: {}",
         b.log_contains("moved to another host")
     );
+    Ok(())
+}
+
+/// A host in this process on `db`, under id `id`, with no apps of its own.
+async fn in_process(db: &TestDb, id: &str) -> anyhow::Result<TestHost> {
+    let (url, id) = (db.url().to_owned(), id.to_owned());
+    TestHost::start_with(&[], |c| {
+        c.db = perdure::Database::Postgres(url);
+        c.host_id = Some(id);
+    })
+    .await
+}
+
+/// Polls `host` with `path` (and `key`, if any) until it answers `status`.
+async fn answers(
+    host: &TestHost,
+    path: &str,
+    key: Option<&str>,
+    status: u16,
+) -> anyhow::Result<()> {
+    let headers: Vec<(&str, &str)> = key.map(|k| ("x-functions-key", k)).into_iter().collect();
+    eventually(DEADLINE, &format!("{path} answering {status}"), || async {
+        let r = host.request(Method::GET, path, &headers, "").await?;
+        Ok((r.status == status).then_some(()))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_and_keys_deployed_on_one_host_serve_on_all() -> anyhow::Result<()> {
+    let Some(db) = database().await? else {
+        return Ok(());
+    };
+    let a = in_process(&db, "a").await?;
+    let b = in_process(&db, "b").await?;
+    let greet = format!("/api/greet?name=Ada&code={MASTER_KEY}");
+
+    // Deployed over the API on a: b serves it, from a file of its own.
+    let r = a
+        .send_with_master_key(
+            Method::PUT,
+            "/admin/apps/greet",
+            std::fs::read(guests::GREET)?,
+        )
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    answers(&b, &greet, None, 200).await?;
+    assert!(b.functions_dir().join("greet.wasm").exists());
+
+    // Dropped into b's folder: a serves it.
+    b.deploy("durable-probe.wasm", guests::DURABLE_PROBE)?;
+    let probe = eventually(DEADLINE, "a loads b's app", || async {
+        Ok(a.app_status("durable-probe")
+            .await?
+            .filter(|app| app["digest"].is_string()))
+    })
+    .await?;
+    let digest = probe["digest"].clone();
+    let instance = a
+        .start_instance("SleepyChain", r#"{"steps": 1, "sleepMs": 1}"#)
+        .await?;
+    let status = b.wait_for_instance(&instance, DEADLINE).await?;
+    assert_eq!(status["output"], 1, "{status}");
+
+    // A key made on a opens b's functions; revoked on b, it closes a's.
+    let created = a
+        .send_with_master_key(Method::POST, "/admin/keys", r#"{"name":"shared"}"#)
+        .await?
+        .json()?;
+    let key = created["key"].as_str().unwrap_or_default().to_owned();
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    answers(&b, "/api/greet?name=Ada", Some(&key), 200).await?;
+    let r = b
+        .send_with_master_key(Method::DELETE, &format!("/admin/keys/{id}"), "")
+        .await?;
+    assert_eq!(r.status, 204, "{}", r.text());
+    answers(&a, "/api/greet?name=Ada", Some(&key), 401).await?;
+
+    // Removed on b: a unloads it.
+    let r = b
+        .send_with_master_key(Method::DELETE, "/admin/apps/greet", "")
+        .await?;
+    assert_eq!(r.status, 204, "{}", r.text());
+    answers(&a, &greet, None, 404).await?;
+
+    // A host that joins later serves what the others share, from its
+    // first answer.
+    let c = in_process(&db, "c").await?;
+    let probe = c.app_status("durable-probe").await?;
+    assert_eq!(probe.map(|p| p["digest"].clone()), Some(digest));
+    assert!(c.app_status("greet").await?.is_none(), "greet was removed");
     Ok(())
 }

@@ -28,7 +28,7 @@ use perdure_storage::StorageError;
 use perdure_storage::StorageFuture;
 use perdure_storage::placement::{
     ClusterStatus, HostStatus, PartitionId, PartitionStatus, Placement, PlacementCounters,
-    PlacementEvent, entity_key, instance_key, partition_of,
+    PlacementEvent, SharedApp, entity_key, instance_key, partition_of,
 };
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_postgres::{AsyncMessage, Error};
@@ -39,6 +39,12 @@ use crate::lease::{LeaseChanges, Leases};
 
 /// The channel wake-ups are notified on.
 const CHANNEL: &str = "perdure_wake";
+
+/// The channel changes of shared apps and keys are notified on.
+pub(crate) const SHARED_CHANNEL: &str = "perdure_shared";
+
+/// How often shared apps and keys are looked at without a notification.
+const SHARED_POLL: Duration = Duration::from_secs(5);
 
 /// How a host takes part in a shared database.
 #[derive(Debug, Clone)]
@@ -94,6 +100,8 @@ pub(crate) struct Cluster {
     receiver: Mutex<Option<mpsc::UnboundedReceiver<PlacementEvent>>>,
     /// Polls the wake-ups now.
     poke: Notify,
+    /// Bumped when shared apps or keys may have changed.
+    shared: watch::Sender<u64>,
     stop: watch::Sender<bool>,
     leases: tokio::sync::Mutex<Leases>,
     lease: Duration,
@@ -159,6 +167,7 @@ impl Cluster {
             events,
             receiver: Mutex::new(Some(receiver)),
             poke: Notify::new(),
+            shared: watch::Sender::new(0),
             stop,
             leases: tokio::sync::Mutex::new(leases),
             tasks: Mutex::new(Vec::new()),
@@ -172,6 +181,7 @@ impl Cluster {
         let tasks = vec![
             tokio::spawn(renew(Arc::downgrade(&cluster))),
             tokio::spawn(poll(Arc::downgrade(&cluster), pool, options.poll)),
+            tokio::spawn(look_again_at_shared(Arc::downgrade(&cluster))),
             tokio::spawn(listen_for_wakeups(Arc::downgrade(&cluster), listen)),
         ];
         *lock(&cluster.tasks) = tasks;
@@ -366,6 +376,77 @@ impl Placement for Cluster {
         })
     }
 
+    fn shared_changes(&self) -> watch::Receiver<u64> {
+        self.shared.subscribe()
+    }
+
+    fn shared_apps(&self) -> StorageFuture<'_, Vec<SharedApp>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            let rows = client
+                .query(
+                    "SELECT name, digest, config, updated_ms FROM apps ORDER BY name",
+                    &[],
+                )
+                .await
+                .map_err(pg_error)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(SharedApp {
+                        name: row.try_get(0)?,
+                        digest: row.try_get(1)?,
+                        config: row.try_get(2)?,
+                        updated_ms: row.try_get(3)?,
+                    })
+                })
+                .collect::<Result<_, Error>>()
+                .map_err(pg_error)
+        })
+    }
+
+    fn publish_app(&self, app: SharedApp, bytes: Option<Arc<[u8]>>) -> StorageFuture<'_, bool> {
+        Box::pin(async move {
+            let mut client = self.pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            if let (Some(digest), Some(bytes)) = (&app.digest, &bytes) {
+                tx.execute(
+                    "INSERT INTO components (digest, bytes, created_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (digest) DO NOTHING",
+                    &[digest, &&bytes[..], &app.updated_ms],
+                )
+                .await
+                .map_err(pg_error)?;
+            }
+            let changed = tx
+                .execute(
+                    "INSERT INTO apps (name, digest, config, updated_ms, updated_by)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (name) DO UPDATE
+                     SET digest = excluded.digest, config = excluded.config,
+                         updated_ms = excluded.updated_ms, updated_by = excluded.updated_by
+                     WHERE apps.digest IS DISTINCT FROM excluded.digest
+                        OR apps.config IS DISTINCT FROM excluded.config",
+                    &[
+                        &app.name,
+                        &app.digest,
+                        &app.config,
+                        &app.updated_ms,
+                        &self.host,
+                    ],
+                )
+                .await
+                .map_err(pg_error)?
+                > 0;
+            if changed {
+                tx.execute("SELECT pg_notify($1, '')", &[&SHARED_CHANNEL])
+                    .await
+                    .map_err(pg_error)?;
+            }
+            tx.commit().await.map_err(pg_error)?;
+            Ok(changed)
+        })
+    }
+
     fn announce(&self, address: String) {
         let Some(cluster) = self.me.upgrade() else {
             return;
@@ -472,6 +553,16 @@ async fn renew(cluster: std::sync::Weak<Cluster>) {
     }
 }
 
+/// Tells whoever follows shared apps and keys to look again every
+/// [`SHARED_POLL`], in case a notification was lost.
+async fn look_again_at_shared(cluster: Weak<Cluster>) {
+    while pause(&cluster, SHARED_POLL).await {
+        if let Some(c) = cluster.upgrade() {
+            c.shared.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+}
+
 /// Takes this host's wake-ups at every notification, and every `period`.
 async fn poll(cluster: std::sync::Weak<Cluster>, pool: Pool, period: Duration) {
     loop {
@@ -555,11 +646,16 @@ async fn listen_once(
         .connect(crate::connect::tls())
         .await
         .map_err(pg_error)?;
+    // `true`: shared apps or keys changed; `false`: wake-ups came.
     let poke = {
         let cluster = cluster.clone();
-        move || {
+        move |shared: bool| {
             if let Some(c) = cluster.upgrade() {
-                c.poke.notify_one();
+                if shared {
+                    c.shared.send_modify(|n| *n = n.wrapping_add(1));
+                } else {
+                    c.poke.notify_one();
+                }
             }
         }
     };
@@ -567,7 +663,9 @@ async fn listen_once(
     let mut driver = tokio::spawn(async move {
         loop {
             match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(_))) => on_message(),
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    on_message(n.channel() == SHARED_CHANNEL)
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(pg_error(e)),
                 None => return Ok(()),
@@ -575,11 +673,12 @@ async fn listen_once(
         }
     });
     client
-        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {SHARED_CHANNEL}"))
         .await
         .map_err(pg_error)?;
     // Whatever was notified while no listener was connected.
-    poke();
+    poke(false);
+    poke(true);
     let Some(mut stop) = cluster.upgrade().map(|c| c.stop.subscribe()) else {
         return Ok(());
     };

@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_partitions.sql"),
     include_str!("migrations/0003_wakeups.sql"),
+    include_str!("migrations/0004_apps.sql"),
 ];
 
 /// Connections in the pool: the writer's, and reads at once. Reads wait
@@ -154,6 +155,13 @@ impl PgStorage {
     }
 }
 
+/// Tells the other hosts (at commit) that keys or apps changed.
+async fn notify_shared(tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+    let notify = tx.prepare_cached("SELECT pg_notify($1, '')").await?;
+    tx.execute(&notify, &[&cluster::SHARED_CHANNEL]).await?;
+    Ok(())
+}
+
 /// A failure to connect, saying where and what to check.
 fn connect_error(url: &str, e: StorageError) -> StorageError {
     match e {
@@ -260,7 +268,7 @@ impl Storage for PgStorage {
                     &[&key.id, &key.name, &key.function, &&key.hash[..], &key.created_ms],
                 )
                 .await?;
-                Ok(())
+                notify_shared(tx).await
             })
         }))
     }
@@ -298,7 +306,11 @@ impl Storage for PgStorage {
                 let delete = tx
                     .prepare_cached("DELETE FROM function_keys WHERE id = $1")
                     .await?;
-                Ok(tx.execute(&delete, &[&id]).await? > 0)
+                let deleted = tx.execute(&delete, &[&id]).await? > 0;
+                if deleted {
+                    notify_shared(tx).await?;
+                }
+                Ok(deleted)
             })
         }))
     }

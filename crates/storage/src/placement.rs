@@ -111,6 +111,19 @@ pub struct ClusterStatus {
     pub partitions: Vec<PartitionStatus>,
 }
 
+/// An app as the hosts of a database share it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedApp {
+    pub name: String,
+    /// The component's digest (its bytes are a stored component); `None`:
+    /// the app was removed.
+    pub digest: Option<String>,
+    /// Its `NAME.toml`, if it has one.
+    pub config: Option<String>,
+    /// When it was published (the publishing host's clock).
+    pub updated_ms: i64,
+}
+
 /// The partitions one host holds.
 pub trait Placement: Send + Sync + 'static {
     /// How many partitions the database has.
@@ -135,6 +148,22 @@ pub trait Placement: Send + Sync + 'static {
     /// Records where this host serves (once it listens), for other hosts
     /// and operators; written at the next renewal.
     fn announce(&self, address: String);
+
+    /// Changes whenever a host may have changed what all share: apps and
+    /// function keys (at a notification, after the listener reconnects,
+    /// and every few seconds, as notifications can be lost).
+    fn shared_changes(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// The apps as published, removed ones included.
+    fn shared_apps(&self) -> crate::StorageFuture<'_, Vec<SharedApp>>;
+
+    /// Publishes an app (its bytes, unless it is removed); returns whether
+    /// that changed what the hosts share. Tells the other hosts.
+    fn publish_app(
+        &self,
+        app: SharedApp,
+        bytes: Option<std::sync::Arc<[u8]>>,
+    ) -> crate::StorageFuture<'_, bool>;
 
     fn owns_instance(&self, id: &InstanceId) -> bool {
         self.holds(partition_of(instance_key(id), self.partition_count()))

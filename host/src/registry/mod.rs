@@ -11,6 +11,7 @@
 //! - Function names and HTTP routes are unique across all loaded apps.
 
 mod routes;
+pub mod shared;
 mod upload;
 
 use std::collections::BTreeMap;
@@ -188,6 +189,8 @@ pub struct Registry {
     dir: PathBuf,
     current: RwLock<Arc<Snapshot>>,
     load_lock: tokio::sync::Mutex<()>,
+    /// Bumped at every new snapshot.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Registry {
@@ -198,6 +201,7 @@ impl Registry {
             dir,
             current: RwLock::new(Arc::new(Snapshot::default())),
             load_lock: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -217,12 +221,18 @@ impl Registry {
         }
     }
 
+    /// Changes whenever the set of apps does.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     fn publish(&self, next: Snapshot) {
         let next = Arc::new(next);
         match self.current.write() {
             Ok(mut guard) => *guard = next,
             Err(poisoned) => *poisoned.into_inner() = next,
         }
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Every `*.wasm` path in the folder.
