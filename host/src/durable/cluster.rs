@@ -18,6 +18,8 @@ use perdure_records::{InstanceId, RuntimeStatus};
 use perdure_storage::placement::PlacementEvent;
 use tokio::sync::mpsc;
 
+use crate::time::now_ms;
+
 use super::{Shared, Signal, entities};
 
 /// Follows the placement's events until the engine is gone.
@@ -76,6 +78,45 @@ pub(crate) async fn wake_unfinished(
         }
     }
     Ok(woken)
+}
+
+/// After a write that failed without knowing whether it committed (the
+/// database became unreachable), once the database answers again: runs
+/// this host's leased activities that are not running (a committed
+/// episode's dispatch was lost), and brings every session in memory what
+/// its inbox holds (a committed completion's delivery was lost). Runs
+/// until the engine stops.
+pub(crate) async fn resync(shared: Arc<Shared>) {
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+    loop {
+        shared.uncertain.notified().await;
+        loop {
+            if shared.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            tokio::time::sleep(RETRY).await;
+            let lease = shared.lease_ms();
+            let claimed = shared
+                .storage()
+                .claim_work(i64::MAX, now_ms().saturating_add(lease), 1000)
+                .await;
+            match claimed {
+                Ok(items) => {
+                    tracing::info!(
+                        activities = items.len(),
+                        sessions = shared.hot_count(),
+                        "the database answers again: looking for work a failed write may have left"
+                    );
+                    shared.dispatch(items);
+                    for id in shared.hot_ids() {
+                        tokio::spawn(refresh(shared.clone(), id));
+                    }
+                    break;
+                }
+                Err(e) => tracing::debug!("the database does not answer yet: {e}"),
+            }
+        }
+    }
 }
 
 /// Brings what another host wrote for instance `id` to its session here:

@@ -125,6 +125,8 @@ pub(crate) struct Shared {
     /// Entity batches running at once.
     pub(crate) entity_slots: Semaphore,
     pub(crate) stopping: AtomicBool,
+    /// Notified when a write failed without knowing whether it committed.
+    pub(crate) uncertain: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -156,6 +158,7 @@ impl Shared {
             timers: TimerClock::default(),
             entity_workers: Default::default(),
             stopping: AtomicBool::new(false),
+            uncertain: tokio::sync::Notify::new(),
         })
     }
 
@@ -171,6 +174,16 @@ impl Shared {
 
     pub(crate) fn placement(&self) -> Option<&Arc<dyn Placement>> {
         self.placement.as_ref()
+    }
+
+    /// Notes a failed write (`error`): if the database became unreachable,
+    /// the write may have committed with its effects (activities to run,
+    /// messages to deliver) lost here, so they are looked for again once
+    /// it answers (see `super::cluster::resync`).
+    pub(crate) fn write_failed(&self, error: &StorageError) {
+        if matches!(error, StorageError::Unavailable(_)) {
+            self.uncertain.notify_one();
+        }
     }
 
     /// The instances with a session in memory.
@@ -232,6 +245,8 @@ impl Shared {
         self.activity_slots.close();
         self.session_slots.close();
         self.entity_slots.close();
+        // Ends the resync task (it sees `stopping`).
+        self.uncertain.notify_one();
     }
 
     /// A sandbox slot for a session. If none is free, asks one idle session
@@ -569,6 +584,7 @@ async fn run_session(
             return None;
         }
         Some(Fault::Storage(e)) => {
+            shared.write_failed(&e);
             tracing::error!(instance = %id, "instance stopped on a storage error (retried in {STORAGE_RETRY:?}): {e}");
             return retry_later(shared, id);
         }
@@ -590,6 +606,9 @@ async fn run_session(
                 if let Fault::Storage(StorageError::Moved { partition }) = e {
                     moved_away(shared, id, partition);
                     return None;
+                }
+                if let Fault::Storage(e) = &e {
+                    shared.write_failed(e);
                 }
                 tracing::error!(instance = %id, "cannot record the instance's end (retried in {STORAGE_RETRY:?}): {e}");
                 return retry_later(shared, id);
@@ -736,6 +755,7 @@ async fn run_leased_activity<P>(shared: Arc<Shared>, item: WorkItem, permits: P)
                     && !shared.stopping.load(Ordering::Relaxed)
                     && std::time::Instant::now() < give_up =>
             {
+                shared.write_failed(&e);
                 tracing::warn!(
                     item = item.id,
                     "cannot record an activity's outcome (retried in {STORAGE_RETRY:?}): {e}"

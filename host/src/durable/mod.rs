@@ -151,6 +151,7 @@ impl Engine {
         }
         tokio::spawn(entities::resume(shared.clone()));
         tokio::spawn(timers::run(self.shared.clone()));
+        tokio::spawn(cluster::resync(self.shared.clone()));
         let sweeper = Arc::downgrade(&self.shared);
         let period = Duration::from_millis((lease / 4).max(1) as u64);
         tokio::spawn(async move {

@@ -75,6 +75,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             match shared.storage().fire_timers(now, shared.lease_ms()).await {
                 Ok(effects) => shared.apply(effects),
                 Err(e) => {
+                    shared.write_failed(&e);
                     tracing::error!("cannot fire timers: {e}");
                     tokio::time::sleep(ERROR_BACKOFF).await;
                 }

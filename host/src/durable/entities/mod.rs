@@ -222,6 +222,7 @@ async fn run_worker(shared: Arc<Shared>, id: EntityId) {
                 return;
             }
             Err(e) => {
+                shared.write_failed(&e);
                 // The messages stay queued; the next wake or start-up runs
                 // them again.
                 tracing::error!(entity = %id, "cannot record the entity's operations: {e}");

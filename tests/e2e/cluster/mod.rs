@@ -476,3 +476,5 @@ async fn apps_and_keys_deployed_on_one_host_serve_on_all() -> anyhow::Result<()>
     assert!(c.app_status("greet").await?.is_none(), "greet was removed");
     Ok(())
 }
+
+mod faults;
