@@ -494,6 +494,48 @@ async function entitiesPage(token) {
   show(token, h('h1', {}, 'Entities'), ...(panels.length ? panels : [h('p', { class: 'muted' }, 'No entity functions are loaded.')]));
 }
 
+// ---------------------------------------------------------------- cluster
+
+async function clusterPage(token) {
+  const { body } = await api('/admin/cluster');
+  if (!body.shared) {
+    show(token, h('h1', {}, 'Cluster'), h('p', { class: 'muted' }, 'This host has its database to itself (SQLite): there are no other hosts. Several hosts share a PostgreSQL database.'));
+    return;
+  }
+  const hosts = body.hosts.map((host) =>
+    h(
+      'tr',
+      { class: 'host-row', dataset: { host: host.id } },
+      h('td', { class: 'mono' }, host.thisHost ? `${host.id} (this host)` : host.id),
+      h('td', { class: 'mono' }, host.address),
+      h('td', { class: host.alive ? '' : 'error' }, host.alive ? 'alive' : 'no live lease'),
+      h('td', { class: 'num' }, String(host.partitions)),
+      h('td', { class: 'num' }, String(host.activitiesLeased)),
+      h('td', {}, time(host.lastHeartbeat)),
+      h('td', {}, time(host.startedTime)),
+    ),
+  );
+  const partitions = body.partitions.map((p) =>
+    h(
+      'tr',
+      { class: 'partition-row', dataset: { partition: String(p.id) } },
+      h('td', { class: 'num' }, String(p.id)),
+      h('td', { class: 'mono' }, p.owner || '–'),
+      h('td', { class: 'num' }, String(p.epoch)),
+      h('td', { class: p.expired ? 'muted' : '' }, p.leaseUntil ? time(p.leaseUntil) : 'free'),
+    ),
+  );
+  const table = (heads, rows, numeric) => h('table', {}, h('thead', {}, h('tr', {}, heads.map((t) => h('th', { class: numeric.includes(t) ? 'num' : '' }, t)))), h('tbody', {}, rows));
+  show(
+    token,
+    h('h1', {}, 'Cluster'),
+    h('p', { class: 'muted' }, `Lease ${body.leaseMs} ms; database time ${time(body.databaseTime)}.`),
+    h('div', { class: 'panel' }, h('h2', {}, 'Hosts'), table(['Host', 'Address', 'Lease', 'Partitions', 'Activities', 'Last heartbeat', 'Started'], hosts, ['Partitions', 'Activities'])),
+    h('div', { class: 'panel' }, h('h2', {}, 'Partitions'), table(['Partition', 'Owner', 'Epoch', 'Lease until'], partitions, ['Partition', 'Epoch'])),
+  );
+  timers.push(setInterval(() => { if (token === navigation) route(); }, REFRESH_MS * 2));
+}
+
 // ---------------------------------------------------------------- routing
 
 async function route() {
@@ -509,6 +551,7 @@ async function route() {
     if (parts[0] === 'instance' && parts[1]) await instancePage(token, decodeURIComponent(parts.slice(1).join('/')));
     else if (parts[0] === 'apps') await appsPage(token);
     else if (parts[0] === 'entities') await entitiesPage(token);
+    else if (parts[0] === 'cluster') await clusterPage(token);
     else await instancesPage(token);
     if (token !== navigation) return;
     document.body.dataset.page = parts[0] || 'instances';

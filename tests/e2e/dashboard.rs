@@ -430,6 +430,7 @@ async fn browse(
         "/#/instances",
         "/#/apps",
         "/#/entities",
+        "/#/cluster",
         &format!("/#/instance/{fan_out}"),
     ] {
         client.goto(&host.dashboard_url(page)).await?;

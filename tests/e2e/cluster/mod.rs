@@ -8,6 +8,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use fantoccini::Locator;
 use http::Method;
 use perdure_tests::child::{ChildHost, LogLines, nap_executions};
 use perdure_tests::postgres::{PgServer, TestDb};
@@ -478,3 +479,42 @@ async fn apps_and_keys_deployed_on_one_host_serve_on_all() -> anyhow::Result<()>
 }
 
 mod faults;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_hosts_and_their_partitions() -> anyhow::Result<()> {
+    let Some(browser) = perdure_tests::browser::Browser::start().await? else {
+        return Ok(());
+    };
+    let result = async {
+        let Some(db) = database().await? else {
+            return Ok(());
+        };
+        let a = in_process(&db, "a").await?;
+        let _b = in_process(&db, "b").await?;
+        split_between(&db, &["a", "b"]).await?;
+        let client = &browser.client;
+        client.goto(&a.dashboard_url("/")).await?;
+        let key = client.find(Locator::Css("input[name=key]")).await?;
+        key.send_keys(MASTER_KEY).await?;
+        client
+            .find(Locator::Css("button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        browser.wait_for_count("body[data-route]", 1).await?;
+        client.goto(&a.dashboard_url("/#/cluster")).await?;
+        browser.wait_for_count("tr.host-row", 2).await?;
+        browser.wait_for_count("tr.partition-row", 64).await?;
+        browser
+            .wait_for_text("tr.host-row[data-host=a] td:nth-child(1)", "a (this host)")
+            .await?;
+        browser
+            .wait_for_text("tr.host-row[data-host=b] td:nth-child(3)", "alive")
+            .await?;
+        browser.screenshot("cluster.png").await?;
+        anyhow::Ok(())
+    }
+    .await;
+    browser.close().await?;
+    result
+}
