@@ -29,14 +29,18 @@ struct Member {
 
 impl Member {
     /// Starts host `id` on `db` over a functions folder of its own holding
-    /// the durable probe.
+    /// the durable probe and the fan-out, approval and counter examples.
     async fn start(db: &TestDb, id: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         std::fs::create_dir_all(dir.path().join("functions"))?;
-        std::fs::copy(
-            guests::DURABLE_PROBE,
-            dir.path().join("functions/durable-probe.wasm"),
-        )?;
+        for (name, wasm) in [
+            ("durable-probe", guests::DURABLE_PROBE),
+            ("fan-out-fan-in", guests::FAN_OUT_FAN_IN),
+            ("approval", guests::APPROVAL),
+            ("counter", guests::COUNTER),
+        ] {
+            std::fs::copy(wasm, dir.path().join(format!("functions/{name}.wasm")))?;
+        }
         let log = LogLines::default();
         let host = ChildHost::start_with_args(CHILD, &args(dir.path(), db, id), &log).await?;
         Ok(Self {
@@ -264,6 +268,83 @@ async fn three_hosts_share_the_work_and_the_others_finish_a_killed_ones() -> any
         }
     }
 
+    // A fan-out of 1,000; approvals answered through another host, and
+    // two left to time out; transfers between accounts under locks, with
+    // audits that must never see money in flight.
+    start(
+        &members[1],
+        "FanOutFanInOrchestrator",
+        "fan-out",
+        r#"{"count": 1000}"#,
+    )
+    .await?;
+    for i in 0..6 {
+        let timeout = if i < 4 { 60 } else { 1 };
+        let input = format!(r#"{{"document": "doc {i}", "timeoutSeconds": {timeout}}}"#);
+        start(
+            &members[i % 3],
+            "DocumentApprovalOrchestrator",
+            &format!("approval-{i}"),
+            &input,
+        )
+        .await?;
+        if i < 4 {
+            let r = members[(i + 2) % 3]
+                .host
+                .send(
+                    Method::POST,
+                    &format!("{DURABLE}/instances/approval-{i}/raiseEvent/ApprovalEvent"),
+                    r#"{"approved": true}"#,
+                )
+                .await?;
+            assert_eq!(r.status, 202, "{}", r.text());
+        }
+    }
+    const ACCOUNTS: [&str; 4] = ["acc-a", "acc-b", "acc-c", "acc-d"];
+    for (n, account) in ACCOUNTS.iter().enumerate() {
+        let r = members[n % 3]
+            .host
+            .send(
+                Method::POST,
+                &format!("{DURABLE}/entities/Account/{account}?op=deposit"),
+                "1000",
+            )
+            .await?;
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    for account in ACCOUNTS {
+        eventually(DEADLINE, &format!("{account} funded"), || async {
+            let r = members[2]
+                .host
+                .send(
+                    Method::GET,
+                    &format!("{DURABLE}/entities/Account/{account}"),
+                    "",
+                )
+                .await?;
+            Ok((r.status == 200 && r.json()? == 1000).then_some(()))
+        })
+        .await?;
+    }
+    for i in 0..12usize {
+        let input = serde_json::json!({
+            "from": ACCOUNTS[i % 4],
+            "to": ACCOUNTS[(i * 3 + 1) % 4],
+            "amount": 10 + i,
+        });
+        start(
+            &members[i % 3],
+            "TransferFunds",
+            &format!("transfer-{i}"),
+            &input.to_string(),
+        )
+        .await?;
+    }
+    let audit = serde_json::json!({ "accounts": ACCOUNTS }).to_string();
+    for i in 0..3 {
+        start(&members[i], "AuditAccounts", &format!("audit-{i}"), &audit).await?;
+    }
+
     // Killed in the middle of the chains, once every host ran some.
     eventually(DEADLINE, "every host ran activities", || async {
         let ran: Vec<usize> = members
@@ -324,6 +405,50 @@ async fn three_hosts_share_the_work_and_the_others_finish_a_killed_ones() -> any
             "events-{i}: {status}"
         );
     }
+
+    let status = finished(&members[0], "fan-out").await?;
+    let results = status["output"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), 1000, "fan-out: {}", status["runtimeStatus"]);
+    assert_eq!(results[999], "Task1000 completed");
+    for i in 0..6 {
+        let status = finished(&members[i % 2], &format!("approval-{i}")).await?;
+        let outcome = if i < 4 { "approved" } else { "escalated" };
+        assert_eq!(
+            status["output"]["outcome"], outcome,
+            "approval-{i}: {status}"
+        );
+    }
+    for i in 0..12 {
+        let status = finished(&members[i % 2], &format!("transfer-{i}")).await?;
+        assert_eq!(
+            status["runtimeStatus"], "Completed",
+            "transfer-{i}: {status}"
+        );
+    }
+    for i in 0..3 {
+        let status = finished(&members[(i + 1) % 2], &format!("audit-{i}")).await?;
+        assert_eq!(
+            status["output"]["total"], 4000,
+            "audit-{i} saw money in flight: {status}"
+        );
+    }
+    let mut total = 0;
+    for account in ACCOUNTS {
+        let r = members[0]
+            .host
+            .send(
+                Method::GET,
+                &format!("{DURABLE}/entities/Account/{account}"),
+                "",
+            )
+            .await?;
+        total += r.json()?.as_i64().unwrap_or_default();
+    }
+    assert_eq!(total, 4000, "every transfer applied exactly once");
+    println!(
+        "the whole mix completed {:?} after the kill",
+        killed.elapsed()
+    );
 
     // New work is still taken, by either host, for any partition.
     for (n, member) in members.iter().enumerate() {
