@@ -341,8 +341,8 @@ async fn three_hosts_share_the_work_and_the_others_finish_a_killed_ones() -> any
         .await?;
     }
     let audit = serde_json::json!({ "accounts": ACCOUNTS }).to_string();
-    for i in 0..3 {
-        start(&members[i], "AuditAccounts", &format!("audit-{i}"), &audit).await?;
+    for (i, member) in members.iter().enumerate() {
+        start(member, "AuditAccounts", &format!("audit-{i}"), &audit).await?;
     }
 
     // Killed in the middle of the chains, once every host ran some.
