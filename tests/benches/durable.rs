@@ -17,8 +17,12 @@
 //! 5. Memory (measured first): 10,000 instances waiting for an external
 //!    event, evicted from memory: the process's RSS before and while they
 //!    wait.
+//! 6. Cluster (PostgreSQL): hello sequences on one host, then on three
+//!    hosts sharing one database (in this process, so on the same two
+//!    cores: the figures show what sharing costs, not how it scales), and
+//!    the database's transactions per activity.
 //!
-//! Run with `cargo bench -p perdure-tests --bench durable [-- memory|throughput|replay]`.
+//! Run with `cargo bench -p perdure-tests --bench durable [-- memory|throughput|replay|cluster]`.
 
 use std::time::{Duration, Instant};
 
@@ -116,7 +120,124 @@ async fn run() -> anyhow::Result<()> {
     if wanted("replay") {
         replay().await?;
     }
+    if wanted("cluster") {
+        cluster().await?;
+    }
     Ok(())
+}
+
+/// Bursts of hello sequences per cluster size.
+const CLUSTER_RUNS: usize = 5;
+
+/// Hello sequences on one host and on three hosts of one PostgreSQL
+/// database, side by side.
+async fn cluster() -> anyhow::Result<()> {
+    let Some(server) = perdure_tests::postgres::PgServer::shared().await? else {
+        println!("cluster: SKIPPED (PostgreSQL is not installed)");
+        return Ok(());
+    };
+    println!(
+        "fsync p50 of this machine: {:.2} ms",
+        ms(perdure_tests::fsync_p50()?)
+    );
+    let mut medians = Vec::new();
+    for size in [1usize, 3] {
+        let db = server.create_database().await?;
+        let mut hosts = Vec::with_capacity(size);
+        for n in 0..size {
+            let url = db.url().to_owned();
+            hosts.push(
+                TestHost::start_with(&[("durable-probe.wasm", guests::DURABLE_PROBE)], |c| {
+                    c.db = perdure::Database::Postgres(url);
+                    c.host_id = Some(format!("bench-{size}-{n}"));
+                    c.sandbox.max_instances = 1000;
+                })
+                .await?,
+            );
+        }
+        // Every host holds its share before the clock starts.
+        let client = db.connect().await?;
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let owners: i64 = client
+                .query_one(
+                    "SELECT count(DISTINCT owner) FROM partitions WHERE owner IS NOT NULL
+                     HAVING count(*) FILTER (WHERE owner IS NULL) = 0",
+                    &[],
+                )
+                .await
+                .map(|row| row.get(0))
+                .unwrap_or(0);
+            if owners == size as i64 {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the partitions never split");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let commits_before = writer_transactions(&hosts).await?;
+        let mut rates = Vec::with_capacity(CLUSTER_RUNS);
+        let mut completed = 0usize;
+        for run in 1..=CLUSTER_RUNS {
+            let started = Instant::now();
+            let mut starts = tokio::task::JoinSet::new();
+            for (n, host) in hosts.iter().enumerate() {
+                let engine = host.engine().clone();
+                let count = CONCURRENT_CHAINS / size + usize::from(n < CONCURRENT_CHAINS % size);
+                starts.spawn(
+                    async move { start_many(&engine, "HelloSequence", "null", count).await },
+                );
+            }
+            while let Some(started) = starts.join_next().await {
+                started??;
+            }
+            completed += CONCURRENT_CHAINS;
+            // Instances end on whichever host holds them: counted in the
+            // database.
+            let engine = hosts[0].engine();
+            loop {
+                if engine.backlog().await?.count(RuntimeStatus::Completed) as usize >= completed {
+                    break;
+                }
+                anyhow::ensure!(started.elapsed() < DEADLINE, "the burst did not complete");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let elapsed = started.elapsed();
+            let rate = (CONCURRENT_CHAINS * ACTIVITIES_PER_CHAIN) as f64 / elapsed.as_secs_f64();
+            println!(
+                "{size} host(s), {CONCURRENT_CHAINS} hello sequences at once, run {run}: {rate:.0} activities/s ({:.2} s)",
+                elapsed.as_secs_f64()
+            );
+            rates.push(rate);
+        }
+        let commits = writer_transactions(&hosts).await? - commits_before;
+        let activities = (CLUSTER_RUNS * CONCURRENT_CHAINS * ACTIVITIES_PER_CHAIN) as f64;
+        rates.sort_by(f64::total_cmp);
+        let median = rates[rates.len() / 2];
+        println!(
+            "{size} host(s): median {median:.0} activities/s (min {:.0}, max {:.0}); the hosts' writers committed {commits:.0} transactions, {:.3} per activity",
+            rates[0],
+            rates[rates.len() - 1],
+            commits as f64 / activities
+        );
+        medians.push(median);
+        for host in hosts {
+            host.shutdown().await;
+        }
+    }
+    println!(
+        "three hosts / one host: {:.2} (target: not below 1 on the same machine's cores)",
+        medians[1] / medians[0]
+    );
+    Ok(())
+}
+
+/// Transactions the writers of `hosts` committed so far.
+async fn writer_transactions(hosts: &[TestHost]) -> anyhow::Result<f64> {
+    let mut total = 0.0;
+    for host in hosts {
+        total += commit_totals(host).await?.0;
+    }
+    Ok(total)
 }
 
 /// Latency, concurrent hello sequences, fan-out/fan-in.

@@ -418,16 +418,24 @@ impl Engine {
     ) -> Result<Option<InstanceRecord>, StorageError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut finished = self.shared.finished_events();
+        // An instance another host runs ends there, unannounced here: it is
+        // looked at again every `poll`, from 10 ms up to half a second.
+        let shared_db = self.shared.placement().is_some();
+        let mut poll = Duration::from_millis(10);
         loop {
             let record = self.status(id).await?;
             match record {
                 Some(record) if !record.status.is_finished() => {
-                    if tokio::time::timeout_at(deadline, finished.changed())
-                        .await
-                        .is_err()
-                    {
+                    if tokio::time::Instant::now() >= deadline {
                         return Ok(Some(record));
                     }
+                    let wake = if shared_db {
+                        deadline.min(tokio::time::Instant::now() + poll)
+                    } else {
+                        deadline
+                    };
+                    poll = (poll * 2).min(Duration::from_millis(500));
+                    let _ = tokio::time::timeout_at(wake, finished.changed()).await;
                 }
                 other => return Ok(other),
             }
