@@ -643,3 +643,44 @@ async fn the_dashboard_shows_the_hosts_and_their_partitions() -> anyhow::Result<
     browser.close().await?;
     result
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_stops_hands_its_partitions_over_at_once() -> anyhow::Result<()> {
+    let Some(db) = database().await? else {
+        return Ok(());
+    };
+    // Long enough that a takeover by expiry could not pass for a handover.
+    const LEASE: Duration = Duration::from_secs(6);
+    let start = |id: &'static str| {
+        let url = db.url().to_owned();
+        TestHost::start_with(&[("durable-probe.wasm", guests::DURABLE_PROBE)], move |c| {
+            c.db = perdure::Database::Postgres(url);
+            c.host_id = Some(id.into());
+            c.lease = LEASE;
+        })
+    };
+    let a = start("a").await?;
+    let b = start("b").await?;
+    split_between(&db, &["a", "b"]).await?;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(
+            a.start_instance("SleepyChain", r#"{"steps": 3, "sleepMs": 100}"#)
+                .await?,
+        );
+    }
+    let stopped = Instant::now();
+    a.shutdown().await;
+    split_between(&db, &["b"]).await?;
+    let handed_over = stopped.elapsed();
+    println!("a stopped; b held every partition {handed_over:?} later (lease {LEASE:?})");
+    assert!(
+        handed_over < LEASE,
+        "handed over, not expired: {handed_over:?}"
+    );
+    for id in &ids {
+        let status = b.wait_for_instance(id, DEADLINE).await?;
+        assert_eq!(status["output"], 3, "{id}: {status}");
+    }
+    Ok(())
+}
