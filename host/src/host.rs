@@ -219,7 +219,8 @@ impl Host {
             keys.clone(),
             engine_config,
         );
-        registry.sandbox().set_client(&engine);
+        let client: Arc<dyn crate::sandbox::DurableClient> = engine.clone();
+        registry.sandbox().set_client(&client);
 
         // Watch before the first scan, so nothing dropped in between is
         // missed; the deployer only starts after it, so the scan's loads

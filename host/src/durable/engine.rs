@@ -85,12 +85,7 @@ pub(crate) enum Signal {
     Upgrade(super::upgrade::UpgradeRequest),
 }
 
-/// A loaded orchestrator: its app, version digest and bytes.
-pub(crate) struct LoadedOrchestrator {
-    pub(crate) app: String,
-    pub(crate) digest: String,
-    pub(crate) bytes: Arc<[u8]>,
-}
+pub(crate) use crate::sandbox::LoadedOrchestrator;
 
 /// The engine's state, shared by its tasks.
 pub(crate) struct Shared {
@@ -547,8 +542,7 @@ async fn run_session(
             return Some(session.into_mailbox());
         }
     };
-    let (result, session) =
-        Box::pin(shared.registry.sandbox().run_orchestrator(&code, session)).await;
+    let (result, session) = Box::pin(session.run_in(shared.registry.sandbox(), &code)).await;
     let Some(mut session) = session else {
         tracing::error!(instance = %id, "the orchestrator's session was lost");
         lock(&shared.hot).remove(id);

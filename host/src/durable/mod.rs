@@ -7,6 +7,7 @@
 //! - `session`: one run of an orchestrator (replay, then live).
 //! - `engine`: instance runs, activity dispatch, recovery.
 
+mod client_calls;
 mod cluster;
 mod engine;
 pub mod entities;

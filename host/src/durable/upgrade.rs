@@ -119,10 +119,8 @@ async fn try_upgrade(
         });
     }
     let verifier = Session::verifier(history, shared.clone());
-    let (result, session) = shared
-        .registry()
-        .sandbox()
-        .run_orchestrator(&current.code, verifier)
+    let (result, session) = verifier
+        .run_in(shared.registry().sandbox(), &current.code)
         .await;
     let mut session =
         session.ok_or_else(|| UpgradeError::Failed("the verification run was lost".into()))?;

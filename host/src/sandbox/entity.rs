@@ -13,7 +13,6 @@ use wasmtime::Store;
 use super::bindings::FunctionApp;
 use super::bindings::exports::perdure::functions::app::EntityRequest;
 use super::bindings::perdure::functions::{entity_context, types};
-use super::orchestration::entity_id;
 use super::state::{Caller, InvocationState, Role};
 use super::{AppCode, InvocationError, Sandbox};
 use crate::model::FunctionKind;
@@ -206,4 +205,10 @@ async fn end_live(live: &mut Option<(FunctionApp, Store<InvocationState>)>) {
     if let Some((_, store)) = live.take() {
         super::retire(store).await;
     }
+}
+
+/// A guest's entity id, validated.
+pub(crate) fn entity_id(entity: &types::EntityId) -> Result<EntityId, GuestError> {
+    EntityId::parse(&entity.name, &entity.key)
+        .map_err(|e| GuestError::new("invalid-argument", e.to_string()))
 }

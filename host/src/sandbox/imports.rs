@@ -11,7 +11,7 @@ use crate::model::FunctionKind;
 impl InvocationState {
     /// The trap for a durable call that this caller may not make, or that
     /// this host cannot answer yet.
-    pub(super) fn unavailable(&self, interface: &str, kind: FunctionKind) -> wasmtime::Error {
+    pub(crate) fn unavailable(&self, interface: &str, kind: FunctionKind) -> wasmtime::Error {
         if self.caller.kind != kind {
             wasmtime::Error::msg(format!(
                 "`{interface}` calls are only available inside {kind:?} functions; {} is a {:?} function",

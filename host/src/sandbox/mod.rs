@@ -12,14 +12,12 @@
 //!   starve other requests on its worker thread.
 
 pub mod bindings;
-mod client;
 mod code_cache;
 mod entity;
 mod fair_share;
 mod guest_log;
 mod imports;
 mod instance_log;
-mod orchestration;
 mod outbound;
 mod state;
 
@@ -41,9 +39,11 @@ pub use outbound::{OutboundClient, OutboundSetupError};
 pub use state::{ActivityInfo, Caller};
 
 use bindings::{FunctionApp, FunctionAppPre, types};
-use state::{InvocationState, Role};
+pub(crate) use entity::entity_id;
+pub(crate) use state::{
+    DurableClient, InvocationState, LoadedOrchestrator, OrchestratorSession, Role,
+};
 
-use crate::durable::session::Session;
 use perdure_records::GuestError;
 
 use crate::metrics::Metrics;
@@ -348,7 +348,7 @@ pub struct Sandbox {
     limits: SandboxLimits,
     /// The durable engine guests reach through the `client` interface; set
     /// once it exists (it is built on top of this sandbox).
-    client: std::sync::OnceLock<std::sync::Weak<crate::durable::Engine>>,
+    client: std::sync::OnceLock<std::sync::Weak<dyn DurableClient>>,
     /// Activities' outbound HTTP connections.
     outbound: Arc<OutboundClient>,
     /// Invocations, instantiations and code-cache lookups are counted here.
@@ -433,7 +433,7 @@ impl Sandbox {
     }
 
     /// Connects the durable engine that answers guests' `client` calls.
-    pub fn set_client(&self, engine: &Arc<crate::durable::Engine>) {
+    pub(crate) fn set_client(&self, engine: &Arc<dyn DurableClient>) {
         let _ = self.client.set(Arc::downgrade(engine));
     }
 
@@ -720,24 +720,20 @@ impl Sandbox {
     /// Runs an orchestrator from the start; its session answers the
     /// durable calls (from the journal, then live). Returns the session
     /// with the outcome, so the engine can record how the run ended.
-    pub(crate) async fn run_orchestrator(
+    pub(crate) async fn run_orchestrator<S: OrchestratorSession>(
         &self,
         code: &AppCode,
-        session: Session,
+        caller: Caller,
+        input: String,
+        session: S,
     ) -> (
         Result<Result<String, GuestError>, InvocationError>,
-        Option<Session>,
+        Option<S>,
     ) {
-        let caller = Caller {
-            app: session.record.app.as_str().into(),
-            function: session.record.name.as_str().into(),
-            kind: FunctionKind::Orchestrator,
-        };
         let started = Instant::now();
         let counted = caller.clone();
-        let function = session.record.name.clone();
-        let instance_id = session.id().to_string();
-        let input = session.record.input.clone();
+        let function = caller.function.to_string();
+        let instance_id = session.instance_id().to_owned();
         let role = Role::Orchestrator(Box::new(session));
         let (result, state) = self
             .invoke(code, caller, role, false, move |app, store| {
@@ -749,12 +745,14 @@ impl Sandbox {
             })
             .await;
         let session = match state.map(|state| state.role) {
-            Some(Role::Orchestrator(session)) => Some(*session),
+            Some(Role::Orchestrator(session)) => {
+                session.into_any().downcast::<S>().ok().map(|s| *s)
+            }
             _ => None,
         };
         let result = result.and_then(|r| code.limits.checked_output(r));
         // A run the host stopped (eviction, shutdown) did not fail.
-        let outcome = if session.as_ref().is_some_and(Session::stopped_by_host) {
+        let outcome = if session.as_ref().is_some_and(|s| s.stopped_by_host()) {
             "stopped"
         } else {
             outcome_of(&result)

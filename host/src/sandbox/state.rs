@@ -13,7 +13,6 @@ use wasmtime_wasi::{
 };
 
 use super::guest_log::{GuestOutput, LogTag};
-use crate::durable::session::Session;
 use crate::model::FunctionKind;
 
 /// Caps linear memory and table growth of one store. Growing past the cap
@@ -88,11 +87,51 @@ pub struct ActivityInfo {
     pub log: Arc<super::InstanceLog>,
 }
 
+/// What the sandbox needs of an orchestrator's session. The durable
+/// engine's session is the one implementation; its host calls get it back
+/// through [`Self::as_any_mut`], so the sandbox does not depend on the
+/// engine.
+pub(crate) trait OrchestratorSession: std::any::Any + Send {
+    fn instance_id(&self) -> &str;
+    /// The instance's generation (it seeds the guest's randomness).
+    fn generation(&self) -> u64;
+    /// Where the guest's output lines go.
+    fn log(&self) -> &Arc<super::InstanceLog>;
+    /// The orchestration's clock, in ms: the guest's wall and monotonic
+    /// clocks read it, so replays see the same time.
+    fn clock(&self) -> Arc<AtomicI64>;
+    /// True once a host call stopped the guest on purpose.
+    fn stopped_by_host(&self) -> bool;
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+
+/// A loaded orchestrator: its app, version digest and bytes.
+pub(crate) struct LoadedOrchestrator {
+    pub(crate) app: String,
+    pub(crate) digest: String,
+    pub(crate) bytes: Arc<[u8]>,
+}
+
+/// What the sandbox asks of the durable engine, which implements it. The
+/// `client` interface's host calls (the engine's own) get the engine back
+/// through [`Self::into_any`], so the sandbox does not depend on it.
+pub(crate) trait DurableClient: Send + Sync + 'static {
+    /// The loaded orchestrator `name`.
+    fn loaded_orchestrator(&self, name: &str) -> Option<LoadedOrchestrator>;
+    /// The `traceparent` an activity's outbound requests carry.
+    fn activity_traceparent<'a>(
+        &'a self,
+        info: &'a ActivityInfo,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + 'a>>;
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
+}
+
 /// What the durable interfaces answer for this invocation.
 pub(crate) enum Role {
     /// HTTP functions and `describe`.
     Plain,
-    Orchestrator(Box<Session>),
+    Orchestrator(Box<dyn OrchestratorSession>),
     Activity(ActivityInfo),
     /// An entity operation, with what it sent so far.
     Entity(Vec<perdure_records::EntitySend>),
@@ -162,7 +201,8 @@ pub(crate) struct InvocationState {
     pub(crate) caller: Caller,
     pub(crate) role: Role,
     /// The durable engine, for the `client` interface.
-    pub(crate) client: Option<Arc<crate::durable::Engine>>,
+    /// The durable engine, for the `client` interface.
+    pub(crate) client: Option<Arc<dyn DurableClient>>,
     /// Wall-clock limit of guest execution; for orchestrators it restarts
     /// whenever a blocking host call returns.
     pub(crate) time_limit: Duration,
@@ -301,7 +341,7 @@ impl InvocationState {
         if let Role::Orchestrator(session) = &role {
             // Replays must see the same time and the same random numbers
             // (HashMap seeds included) as the first run.
-            let seed = instance_seed(session.id().as_str(), session.record.generation);
+            let seed = instance_seed(session.instance_id(), session.generation());
             wasi.wall_clock(OrchestrationClock(session.clock()))
                 .monotonic_clock(OrchestrationClock(session.clock()))
                 .secure_random(Deterministic::new(seed.clone()))

@@ -13,6 +13,7 @@
 
 mod awaits;
 mod entities;
+mod host_calls;
 mod schedule;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -259,7 +260,7 @@ impl Session {
     }
 
     /// True once a host call has stopped the guest (see [`Self::fail`]).
-    pub(crate) fn stopped_by_host(&self) -> bool {
+    fn stopped_by_host_(&self) -> bool {
         self.fault.is_some()
     }
 
@@ -565,5 +566,58 @@ impl Session {
                 new: "the orchestrator returned".into(),
             }),
         }
+    }
+}
+
+impl Session {
+    /// Runs the orchestrator from the start in `sandbox`, this session
+    /// answering its durable calls; returns the session with the outcome.
+    pub(crate) async fn run_in(
+        self,
+        sandbox: &crate::sandbox::Sandbox,
+        code: &crate::sandbox::AppCode,
+    ) -> (
+        Result<Result<String, perdure_records::GuestError>, crate::sandbox::InvocationError>,
+        Option<Session>,
+    ) {
+        let caller = crate::sandbox::Caller {
+            app: self.record.app.as_str().into(),
+            function: self.record.name.as_str().into(),
+            kind: crate::model::FunctionKind::Orchestrator,
+        };
+        let input = self.record.input.clone();
+        sandbox.run_orchestrator(code, caller, input, self).await
+    }
+}
+
+/// What the sandbox sees of a session: it runs the guest, and the host
+/// calls (`host_calls.rs`) reach the session again by downcasting.
+impl crate::sandbox::OrchestratorSession for Session {
+    fn instance_id(&self) -> &str {
+        self.id().as_str()
+    }
+
+    fn generation(&self) -> u64 {
+        self.record.generation
+    }
+
+    fn log(&self) -> &Arc<crate::sandbox::InstanceLog> {
+        Session::log(self)
+    }
+
+    fn clock(&self) -> Arc<AtomicI64> {
+        Session::clock(self)
+    }
+
+    fn stopped_by_host(&self) -> bool {
+        self.stopped_by_host_()
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
     }
 }

@@ -1,5 +1,7 @@
 //! The host side of the `client` interface: HTTP and activity functions
-//! start and manage orchestrations through the durable engine.
+//! start and manage orchestrations through the durable engine (the
+//! sandbox holds it as the invocation's `client`, type-erased, so that it
+//! does not depend on the engine).
 //!
 //! Every failure a caller can cause (bad id, bad JSON, unknown instance or
 //! orchestrator, wrong state) is a typed `error` for the guest, never a
@@ -8,12 +10,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::ToWit;
-use super::bindings::perdure::functions::{client, types};
-use super::orchestration::entity_id;
-use super::state::InvocationState;
-use crate::durable::entities::SignalError;
-use crate::durable::{Engine, PlainResponse, StartError};
+use super::entities::SignalError;
+use super::{Engine, PlainResponse, StartError};
+use crate::sandbox::ToWit;
+use crate::sandbox::bindings::perdure::functions::{client, types};
+use crate::sandbox::{InvocationState, entity_id};
 use perdure_records::{InstanceId, InstanceRecord, RuntimeStatus};
 use perdure_storage::{ChangeOutcome, EventOutcome, StorageError};
 
@@ -103,10 +104,32 @@ fn wit_response(response: PlainResponse) -> types::HttpResponse {
     }
 }
 
+/// What the sandbox asks of the engine.
+impl crate::sandbox::DurableClient for Engine {
+    fn loaded_orchestrator(&self, name: &str) -> Option<crate::sandbox::LoadedOrchestrator> {
+        Engine::loaded_orchestrator(self, name)
+    }
+
+    fn activity_traceparent<'a>(
+        &'a self,
+        info: &'a crate::sandbox::ActivityInfo,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + 'a>> {
+        Box::pin(Engine::activity_traceparent(self, info))
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
+    }
+}
+
 impl InvocationState {
     /// The engine, or the typed error a guest gets without one.
     fn engine(&self) -> Result<Arc<Engine>, types::Error> {
-        self.client.clone().ok_or_else(|| {
+        let engine = self
+            .client
+            .clone()
+            .and_then(|client| client.into_any().downcast::<Engine>().ok());
+        engine.ok_or_else(|| {
             let message = if self.caller.kind == crate::model::FunctionKind::Orchestrator {
                 "orchestrators cannot use the durable client (its answers are not replayable); \
                  use the orchestration context instead"

@@ -1,16 +1,15 @@
-//! The host side of the `orchestration` interface: every call goes to the
-//! orchestrator's [`Session`], which answers it from the journal or live.
+//! The host side of the `orchestration` interface (the sandbox runs the
+//! guest; the engine answers it): every call goes to the orchestrator's
+//! [`Session`], which answers it from the journal or live.
 //! A [`Fault`] stops the orchestrator (the call traps) and is kept in the
 //! session for the engine to act on.
 
-use super::ToWit;
-use super::bindings::perdure::functions::{orchestration, types};
-use super::state::{InvocationState, Role};
+use super::{Fault, Session};
 use crate::durable::journal::Answer;
-use crate::durable::session::{Fault, Session};
 use crate::model::FunctionKind;
-use perdure_records::EntityId;
-use perdure_records::GuestError;
+use crate::sandbox::ToWit;
+use crate::sandbox::bindings::perdure::functions::{orchestration, types};
+use crate::sandbox::{InvocationState, Role, entity_id};
 use perdure_records::RetryPolicy;
 
 type Json = String;
@@ -27,12 +26,6 @@ fn retry_policy(options: &orchestration::TaskOptions) -> Option<RetryPolicy> {
         max_retry_interval_ms: r.max_retry_interval,
         retry_timeout_ms: r.retry_timeout,
     })
-}
-
-/// A guest's entity id, validated.
-pub(super) fn entity_id(entity: &types::EntityId) -> Result<EntityId, GuestError> {
-    EntityId::parse(&entity.name, &entity.key)
-        .map_err(|e| GuestError::new("invalid-argument", e.to_string()))
 }
 
 fn internal(message: &str) -> types::Error {
@@ -57,7 +50,12 @@ impl InvocationState {
             return Err(self.unavailable("orchestration", FunctionKind::Orchestrator));
         }
         match &mut self.role {
-            Role::Orchestrator(session) => Ok(session),
+            Role::Orchestrator(session) => session
+                .as_any_mut()
+                .downcast_mut::<Session>()
+                .ok_or_else(|| {
+                    wasmtime::Error::msg("an orchestrator's session is not the engine's")
+                }),
             _ => Err(wasmtime::Error::msg("unreachable: role checked above")),
         }
     }
