@@ -26,6 +26,9 @@ as_server() {
 
 pids=()
 stop() {
+    # A second Ctrl-C (or a signal to the whole group) must not cut the
+    # clean-up short.
+    trap '' INT TERM
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     wait "${pids[@]}" 2>/dev/null || true
     as_server "$pgbin/pg_ctl" -D "$work/data" -m fast stop >/dev/null 2>&1 || true
