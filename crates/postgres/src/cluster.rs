@@ -37,6 +37,12 @@ use crate::connect::{pg_error, pool_error};
 use crate::durable::Param;
 use crate::lease::{LeaseChanges, Leases};
 
+tokio::task_local! {
+    /// The partitions the current write transaction fenced: each writer
+    /// task runs in a scope of its own.
+    pub(crate) static FENCED: std::cell::RefCell<BTreeSet<PartitionId>>;
+}
+
 /// The channel wake-ups are notified on.
 const CHANNEL: &str = "perdure_wake";
 
@@ -94,8 +100,6 @@ pub(crate) struct Cluster {
     idle_limit_ms: u128,
     /// The partitions held, with the epoch each was taken at.
     held: RwLock<BTreeMap<PartitionId, i64>>,
-    /// The partitions the writer's current transaction fenced.
-    fenced: Mutex<BTreeSet<PartitionId>>,
     events: mpsc::UnboundedSender<PlacementEvent>,
     receiver: Mutex<Option<mpsc::UnboundedReceiver<PlacementEvent>>>,
     /// Polls the wake-ups now.
@@ -163,7 +167,6 @@ impl Cluster {
             gained: AtomicU64::new(first.gained.len() as u64),
             lost: AtomicU64::new(0),
             held: RwLock::new(leases.held().clone()),
-            fenced: Mutex::new(BTreeSet::new()),
             events,
             receiver: Mutex::new(Some(receiver)),
             poke: Notify::new(),
@@ -242,17 +245,17 @@ impl Cluster {
                 fenced.insert(id);
             }
         }
-        *lock(&self.fenced) = fenced;
+        // Each writer task has its own (see `writer::run`).
+        let _ = FENCED.try_with(|current| *current.borrow_mut() = fenced);
         Ok(())
     }
 
     fn fenced(&self, key: &str) -> Result<(), PartitionId> {
         let partition = partition_of(key, self.count);
-        if lock(&self.fenced).contains(&partition) {
-            Ok(())
-        } else {
-            Err(partition)
-        }
+        let held = FENCED
+            .try_with(|fenced| fenced.borrow().contains(&partition))
+            .unwrap_or(false);
+        if held { Ok(()) } else { Err(partition) }
     }
 
     /// Whether the current transaction may write as the owner of the

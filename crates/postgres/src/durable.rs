@@ -511,7 +511,8 @@ impl DurableStorage for PgStorage {
         traceparent: Option<String>,
     ) -> StorageFuture<'_, CreateOutcome> {
         let cluster = self.cluster.clone();
-        Box::pin(self.write(move |tx| {
+        let lane_key = record.id.as_str().to_owned();
+        Box::pin(self.write_for(&lane_key, move |tx| {
             let (record, traceparent, cluster) =
                 (record.clone(), traceparent.clone(), cluster.clone());
             Box::pin(async move {
@@ -582,7 +583,8 @@ impl DurableStorage for PgStorage {
 
     fn commit_episode(&self, episode: Episode) -> StorageFuture<'_, Effects> {
         let cluster = self.cluster.clone();
-        let written = self.write(move |tx| {
+        let lane_key = episode.instance_id.as_str().to_owned();
+        let written = self.write_for(&lane_key, move |tx| {
             let (episode, cluster) = (episode.clone(), cluster.clone());
             Box::pin(async move {
                 if let Err(moved) = cluster.check(instance_key(&episode.instance_id)) {
@@ -604,7 +606,8 @@ impl DurableStorage for PgStorage {
         lease_ms: i64,
     ) -> StorageFuture<'_, Effects> {
         let (item, cluster) = (item.clone(), self.cluster.clone());
-        Box::pin(self.write(move |tx| {
+        let lane_key = item.instance_id.as_str().to_owned();
+        Box::pin(self.write_for(&lane_key, move |tx| {
             let (item, outcome, logs) = (item.clone(), outcome.clone(), logs.clone());
             let cluster = cluster.clone();
             Box::pin(async move {
@@ -665,7 +668,8 @@ impl DurableStorage for PgStorage {
         data: String,
     ) -> StorageFuture<'_, EventOutcome> {
         let (id, cluster) = (id.clone(), self.cluster.clone());
-        Box::pin(self.write(move |tx| {
+        let lane_key = id.as_str().to_owned();
+        Box::pin(self.write_for(&lane_key, move |tx| {
             let (id, name, data) = (id.clone(), name.clone(), data.clone());
             let cluster = cluster.clone();
             Box::pin(async move {
@@ -684,7 +688,8 @@ impl DurableStorage for PgStorage {
         output: String,
     ) -> StorageFuture<'_, (ChangeOutcome, Effects)> {
         let (id, cluster) = (id.clone(), self.cluster.clone());
-        Box::pin(self.write(move |tx| {
+        let lane_key = id.as_str().to_owned();
+        Box::pin(self.write_for(&lane_key, move |tx| {
             let (id, output, cluster) = (id.clone(), output.clone(), cluster.clone());
             Box::pin(async move {
                 if let Err(outcome) = load_unfinished(tx, &id).await? {
@@ -700,7 +705,8 @@ impl DurableStorage for PgStorage {
 
     fn set_digest(&self, id: &InstanceId, digest: String) -> StorageFuture<'_, ChangeOutcome> {
         let id = id.clone();
-        Box::pin(self.write(move |tx| {
+        let lane_key = id.as_str().to_owned();
+        Box::pin(self.write_for(&lane_key, move |tx| {
             let (id, digest) = (id.clone(), digest.clone());
             Box::pin(async move {
                 if let Err(outcome) = load_unfinished(tx, &id).await? {
@@ -720,7 +726,8 @@ impl DurableStorage for PgStorage {
 
     fn set_suspended(&self, id: &InstanceId, suspended: bool) -> StorageFuture<'_, ChangeOutcome> {
         let (id, cluster) = (id.clone(), self.cluster.clone());
-        Box::pin(self.write(move |tx| {
+        let lane_key = id.as_str().to_owned();
+        Box::pin(self.write_for(&lane_key, move |tx| {
             let (id, cluster) = (id.clone(), cluster.clone());
             Box::pin(async move {
                 let outcome = set_suspended(tx, &id, suspended).await?;
@@ -734,7 +741,8 @@ impl DurableStorage for PgStorage {
 
     fn purge(&self, id: &InstanceId) -> StorageFuture<'_, ChangeOutcome> {
         let id = id.clone();
-        Box::pin(self.write(move |tx| {
+        let lane_key = id.as_str().to_owned();
+        Box::pin(self.write_for(&lane_key, move |tx| {
             let id = id.clone();
             Box::pin(async move { purge(tx, &id).await })
         }))
@@ -789,7 +797,11 @@ impl DurableStorage for PgStorage {
 
     fn send_to_entities(&self, ops: Vec<NewEntityOp>) -> StorageFuture<'_, Effects> {
         let cluster = self.cluster.clone();
-        Box::pin(self.write(move |tx| {
+        let lane_key: String = ops
+            .first()
+            .map(|op| entity_key(&op.target))
+            .unwrap_or_default();
+        Box::pin(self.write_for(&lane_key, move |tx| {
             let (ops, cluster) = (ops.clone(), cluster.clone());
             Box::pin(async move {
                 let mut effects = Effects::default();
@@ -809,7 +821,8 @@ impl DurableStorage for PgStorage {
 
     fn commit_entity_batch(&self, commit: EntityCommit) -> StorageFuture<'_, Effects> {
         let cluster = self.cluster.clone();
-        let written = self.write(move |tx| {
+        let lane_key: String = entity_key(&commit.entity);
+        let written = self.write_for(&lane_key, move |tx| {
             let (commit, cluster) = (commit.clone(), cluster.clone());
             Box::pin(async move {
                 if let Err(moved) = cluster.check(&entity_key(&commit.entity)) {

@@ -1,8 +1,9 @@
 //! PostgreSQL storage: the same traits as the embedded SQLite default, on a
 //! database server that several hosts can share.
 //!
-//! Architecture, as on SQLite: every write of this host goes to one writer
-//! task that commits many per transaction (`writer.rs`); reads run on a
+//! Architecture, as on SQLite but with several writers: every write of this
+//! host goes to one of [`WRITERS`] writer tasks (by the instance or entity
+//! it is for), each committing many per transaction (`writer.rs`); reads run on a
 //! pool of connections, each with its own statement cache.
 //!
 //! Invariants:
@@ -29,6 +30,7 @@ mod writer;
 use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::{Object, Pool, Transaction};
+use perdure_storage::placement::partition_of;
 use perdure_storage::{CommitObserver, Storage, StorageError, StorageFuture, StoredKey};
 use tokio::sync::mpsc;
 
@@ -48,7 +50,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_apps.sql"),
 ];
 
-/// Connections in the pool: the writer's, and reads at once. Reads wait
+/// Writer tasks, each with a connection of its own: the writes of one
+/// instance or entity go to one of them (by its key), so they commit in
+/// order, and the writers' round trips overlap.
+const WRITERS: usize = 4;
+
+/// Connections in the pool: the writers', and reads at once. Reads wait
 /// for a connection rather than opening more.
 const POOL_SIZE: usize = 32;
 
@@ -60,8 +67,9 @@ const MIGRATION_LOCK: i64 = 0x0070_6572_6475_7266;
 pub struct PgStorage {
     url: String,
     pool: Pool,
-    writer: Mutex<Option<mpsc::UnboundedSender<Job>>>,
-    writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// One sender per writer; empty once closed.
+    writers: Mutex<Vec<mpsc::UnboundedSender<Job>>>,
+    writer_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     cluster: Arc<cluster::Cluster>,
 }
 
@@ -91,13 +99,23 @@ impl PgStorage {
         drop(first);
         let cluster =
             cluster::Cluster::join(pool.clone(), connect::settled(config), options).await?;
-        let (sender, jobs) = mpsc::unbounded_channel();
-        let writer_task = tokio::spawn(writer::run(pool.clone(), jobs, commits, cluster.clone()));
+        let mut senders = Vec::with_capacity(WRITERS);
+        let mut writer_tasks = Vec::with_capacity(WRITERS);
+        for _ in 0..WRITERS {
+            let (sender, jobs) = mpsc::unbounded_channel();
+            senders.push(sender);
+            writer_tasks.push(tokio::spawn(writer::run(
+                pool.clone(),
+                jobs,
+                commits.clone(),
+                cluster.clone(),
+            )));
+        }
         Ok(Self {
             url: where_,
             pool,
-            writer: Mutex::new(Some(sender)),
-            writer_task: Mutex::new(Some(writer_task)),
+            writers: Mutex::new(senders),
+            writer_tasks: Mutex::new(writer_tasks),
             cluster,
         })
     }
@@ -116,10 +134,34 @@ impl PgStorage {
         T: Send + 'static,
         F: for<'a> FnMut(&'a Transaction<'a>) -> TxFuture<'a, T> + Send + 'static,
     {
+        self.write_on(0, f).await
+    }
+
+    /// As [`Self::write`], on the writer of instance or entity `key` (see
+    /// `placement::instance_key`, `entity_key`): the writes of one
+    /// instance or entity commit in the order they were made.
+    pub(crate) fn write_for<T, F>(
+        &self,
+        key: &str,
+        f: F,
+    ) -> impl std::future::Future<Output = Result<T, StorageError>> + Send + use<'_, T, F>
+    where
+        T: Send + 'static,
+        F: for<'a> FnMut(&'a Transaction<'a>) -> TxFuture<'a, T> + Send + 'static,
+    {
+        let lane = partition_of(key, WRITERS as u32) as usize;
+        self.write_on(lane, f)
+    }
+
+    async fn write_on<T, F>(&self, lane: usize, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: for<'a> FnMut(&'a Transaction<'a>) -> TxFuture<'a, T> + Send + 'static,
+    {
         let (job, answer) = Job::new(f);
-        let sender = match self.writer.lock() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+        let sender = match self.writers.lock() {
+            Ok(guard) => guard.get(lane).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(lane).cloned(),
         };
         sender
             .ok_or(StorageError::Closed)?
@@ -141,11 +183,15 @@ impl PgStorage {
     /// Stops the writer after it has committed everything queued, then
     /// hands this host's partitions over.
     pub async fn close(&self) {
-        if let Ok(mut writer) = self.writer.lock() {
-            writer.take();
+        if let Ok(mut writers) = self.writers.lock() {
+            writers.clear();
         }
-        let task = self.writer_task.lock().ok().and_then(|mut t| t.take());
-        if let Some(task) = task {
+        let tasks: Vec<_> = self
+            .writer_tasks
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
+        for task in tasks {
             let _ = task.await;
         }
         // After the last write: the next owner of each partition starts

@@ -90,6 +90,20 @@ impl Job {
 /// queued has committed.
 pub(crate) async fn run(
     pool: Pool,
+    jobs: mpsc::UnboundedReceiver<Job>,
+    commits: Arc<dyn CommitObserver>,
+    cluster: Arc<Cluster>,
+) {
+    crate::cluster::FENCED
+        .scope(
+            Default::default(),
+            run_in_scope(pool, jobs, commits, cluster),
+        )
+        .await;
+}
+
+async fn run_in_scope(
+    pool: Pool,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     commits: Arc<dyn CommitObserver>,
     cluster: Arc<Cluster>,
