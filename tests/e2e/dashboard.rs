@@ -289,21 +289,9 @@ async fn browse(
 ) -> anyhow::Result<()> {
     let client = &browser.client;
     client.goto(&host.dashboard_url("/")).await?;
-    let key = client.find(Locator::Css("input[name=key]")).await?;
-    key.send_keys("wrong key, twelve+ chars").await?;
-    client
-        .find(Locator::Css("button[type=submit]"))
-        .await?
-        .click()
-        .await?;
+    browser.submit_key("wrong key, twelve+ chars").await?;
     browser.wait_for_count("p.error", 1).await?;
-    let key = client.find(Locator::Css("input[name=key]")).await?;
-    key.send_keys(MASTER_KEY).await?;
-    client
-        .find(Locator::Css("button[type=submit]"))
-        .await?
-        .click()
-        .await?;
+    browser.submit_key(MASTER_KEY).await?;
 
     // The instance list, with live counts per status.
     let rows = browser.wait_for_count("tr.instance-row", 2).await?;

@@ -124,6 +124,18 @@ impl Browser {
         .await
     }
 
+    /// Types `key` into the login form on the page shown and submits it.
+    pub async fn submit_key(&self, key: &str) -> anyhow::Result<()> {
+        let input = self.client.find(Locator::Css("input[name=key]")).await?;
+        input.send_keys(key).await?;
+        self.client
+            .find(Locator::Css("button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        Ok(())
+    }
+
     /// Saves a screenshot of the window as `name` in [`screenshot_dir`];
     /// returns its path.
     pub async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {

@@ -8,7 +8,6 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fantoccini::Locator;
 use http::Method;
 use perdure_tests::child::{ChildHost, LogLines, nap_executions};
 use perdure_tests::postgres::{PgServer, TestDb};
@@ -139,6 +138,18 @@ async fn finished(member: &Member, id: &str) -> anyhow::Result<serde_json::Value
         Ok(done.then_some(status))
     })
     .await
+}
+
+/// The balance of `Account` entity `account`, read through `member`
+/// (`None` while it has no state).
+async fn balance(member: &Member, account: &str) -> anyhow::Result<Option<i64>> {
+    let path = format!("{DURABLE}/entities/Account/{account}");
+    let r = member.host.send(Method::GET, &path, "").await?;
+    Ok(if r.status == 200 {
+        r.json()?.as_i64()
+    } else {
+        None
+    })
 }
 
 /// `perdure cluster` against `member`: its table.
@@ -314,15 +325,7 @@ async fn three_hosts_share_the_work_and_the_others_finish_a_killed_ones() -> any
     }
     for account in ACCOUNTS {
         eventually(DEADLINE, &format!("{account} funded"), || async {
-            let r = members[2]
-                .host
-                .send(
-                    Method::GET,
-                    &format!("{DURABLE}/entities/Account/{account}"),
-                    "",
-                )
-                .await?;
-            Ok((r.status == 200 && r.json()? == 1000).then_some(()))
+            Ok((balance(&members[2], account).await? == Some(1000)).then_some(()))
         })
         .await?;
     }
@@ -434,15 +437,7 @@ async fn three_hosts_share_the_work_and_the_others_finish_a_killed_ones() -> any
     }
     let mut total = 0;
     for account in ACCOUNTS {
-        let r = members[0]
-            .host
-            .send(
-                Method::GET,
-                &format!("{DURABLE}/entities/Account/{account}"),
-                "",
-            )
-            .await?;
-        total += r.json()?.as_i64().unwrap_or_default();
+        total += balance(&members[0], account).await?.unwrap_or_default();
     }
     assert_eq!(total, 4000, "every transfer applied exactly once");
     println!(
@@ -619,13 +614,7 @@ async fn the_dashboard_shows_the_hosts_and_their_partitions() -> anyhow::Result<
         split_between(&db, &["a", "b"]).await?;
         let client = &browser.client;
         client.goto(&a.dashboard_url("/")).await?;
-        let key = client.find(Locator::Css("input[name=key]")).await?;
-        key.send_keys(MASTER_KEY).await?;
-        client
-            .find(Locator::Css("button[type=submit]"))
-            .await?
-            .click()
-            .await?;
+        browser.submit_key(MASTER_KEY).await?;
         browser.wait_for_count("body[data-route]", 1).await?;
         client.goto(&a.dashboard_url("/#/cluster")).await?;
         browser.wait_for_count("tr.host-row", 2).await?;
