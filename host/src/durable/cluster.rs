@@ -18,8 +18,6 @@ use perdure_records::{InstanceId, RuntimeStatus};
 use perdure_storage::placement::PlacementEvent;
 use tokio::sync::mpsc;
 
-use crate::time::now_ms;
-
 use super::{Shared, Signal, entities};
 
 /// Follows the placement's events until the engine is gone.
@@ -95,19 +93,13 @@ pub(crate) async fn resync(shared: Arc<Shared>) {
                 return;
             }
             tokio::time::sleep(RETRY).await;
-            let lease = shared.lease_ms();
-            let claimed = shared
-                .storage()
-                .claim_work(i64::MAX, now_ms().saturating_add(lease), 1000)
-                .await;
-            match claimed {
-                Ok(items) => {
+            match super::claim_all_and_dispatch(&shared, i64::MAX).await {
+                Ok(activities) => {
                     tracing::info!(
-                        activities = items.len(),
+                        activities,
                         sessions = shared.hot_count(),
                         "the database answers again: looking for work a failed write may have left"
                     );
-                    shared.dispatch(items);
                     for id in shared.hot_ids() {
                         tokio::spawn(refresh(shared.clone(), id));
                     }
@@ -124,7 +116,7 @@ pub(crate) async fn resync(shared: Arc<Shared>) {
 /// it has), the suspension, or its end; otherwise a session starts from
 /// the journal.
 async fn refresh(shared: Arc<Shared>, id: InstanceId) {
-    if !shared.hot_ids().contains(&id) {
+    if !shared.is_hot(&id) {
         shared.deliver(&id, Signal::Wake);
         return;
     }

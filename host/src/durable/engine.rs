@@ -181,6 +181,11 @@ impl Shared {
         }
     }
 
+    /// Whether the instance has a session in memory.
+    pub(crate) fn is_hot(&self, id: &InstanceId) -> bool {
+        lock(&self.hot).contains_key(id)
+    }
+
     /// The instances with a session in memory.
     pub(crate) fn hot_ids(&self) -> Vec<InstanceId> {
         lock(&self.hot).keys().cloned().collect()

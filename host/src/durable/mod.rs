@@ -63,25 +63,43 @@ pub struct Engine {
 /// Work items claimed per sweep of expired leases.
 const SWEEP_BATCH: usize = 1000;
 
+/// Leases up to [`SWEEP_BATCH`] work items whose lease expired by
+/// `expired_by` (see `DurableStorage::claim_work`) and runs them; returns
+/// how many.
+async fn claim_and_dispatch(shared: &Arc<Shared>, expired_by: i64) -> Result<usize, StorageError> {
+    let lease_until = now_ms().saturating_add(shared.lease_ms());
+    let items = shared
+        .storage()
+        .claim_work(expired_by, lease_until, SWEEP_BATCH)
+        .await?;
+    let count = items.len();
+    shared.dispatch(items);
+    Ok(count)
+}
+
+/// As [`claim_and_dispatch`], batch after batch until one comes back
+/// short; returns how many in all.
+pub(crate) async fn claim_all_and_dispatch(
+    shared: &Arc<Shared>,
+    expired_by: i64,
+) -> Result<usize, StorageError> {
+    let mut total = 0;
+    loop {
+        let count = claim_and_dispatch(shared, expired_by).await?;
+        total += count;
+        if count < SWEEP_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
 /// Runs again the work items whose lease expired (their run was lost with
 /// a host, or outlived its lease), and, on a shared database, those of
-/// hosts that died.
+/// hosts that died: one batch.
 pub(crate) async fn sweep_expired(shared: &Arc<Shared>) {
-    let now = now_ms();
-    match shared
-        .storage()
-        .claim_work(now, now.saturating_add(shared.lease_ms()), SWEEP_BATCH)
-        .await
-    {
-        Ok(items) => {
-            if !items.is_empty() {
-                tracing::info!(
-                    count = items.len(),
-                    "re-running activities whose run was lost"
-                );
-            }
-            shared.dispatch(items)
-        }
+    match claim_and_dispatch(shared, now_ms()).await {
+        Ok(0) => {}
+        Ok(count) => tracing::info!(count, "re-running activities whose run was lost"),
         Err(e) => tracing::error!("cannot sweep expired activity leases: {e}"),
     }
 }
@@ -123,22 +141,12 @@ impl Engine {
     pub async fn recover(self: &Arc<Self>) -> Result<(), StorageError> {
         let shared = &self.shared;
         let lease = shared.lease_ms();
-        loop {
-            let items = shared
-                .storage()
-                .claim_work(i64::MAX, now_ms().saturating_add(lease), SWEEP_BATCH)
-                .await?;
-            let done = items.len() < SWEEP_BATCH;
-            if !items.is_empty() {
-                tracing::info!(
-                    count = items.len(),
-                    "re-running activities left by the previous run"
-                );
-            }
-            shared.dispatch(items);
-            if done {
-                break;
-            }
+        let rerun = claim_all_and_dispatch(shared, i64::MAX).await?;
+        if rerun > 0 {
+            tracing::info!(
+                count = rerun,
+                "re-running activities left by the previous run"
+            );
         }
         // With several hosts on the database: only the instances and
         // entities of the partitions this host holds, and the others as
