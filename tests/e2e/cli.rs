@@ -3,69 +3,24 @@
 //! in-process host: their output as tables and as `--json`, and the exit
 //! codes scripts rely on.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::anyhow;
 use perdure::remote::exit;
+use perdure_tests::child::{self, CliRun};
 use perdure_tests::{MASTER_KEY, TestHost, eventually, guests};
 use serde_json::{Value, json};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_perdure-child");
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// What one run of the CLI did.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    /// Stdout as the one JSON document `--json` promises.
-    fn json(&self) -> anyhow::Result<Value> {
-        serde_json::from_str(&self.stdout)
-            .with_context(|| format!("not one JSON document: {self:?}"))
-    }
-
-    /// The stdout line that starts with `label` (a status field).
-    fn field(&self, label: &str) -> &str {
-        self.stdout
-            .lines()
-            .find(|l| l.starts_with(label))
-            .unwrap_or_default()
-    }
-}
-
-/// Runs `perdure-child ARGS --url URL` with `key` (if any) in
-/// PERDURE_MASTER_KEY and nothing else of the test's environment that the
-/// CLI reads. Blocking, so on the blocking pool: the host keeps serving.
-async fn cli_at(url: &str, key: Option<&str>, args: &[&str]) -> anyhow::Result<Run> {
-    let mut command = Command::new(CHILD);
-    command
-        .args(args)
-        .args(["--url", url])
-        .env_remove("PERDURE_URL")
-        .env_remove("PERDURE_MASTER_KEY")
-        .env_remove("PERDURE_LOG")
-        .stdin(Stdio::null());
-    if let Some(key) = key {
-        command.env("PERDURE_MASTER_KEY", key);
-    }
-    let output = tokio::task::spawn_blocking(move || command.output()).await??;
-    Ok(Run {
-        code: output
-            .status
-            .code()
-            .ok_or_else(|| anyhow!("the CLI was killed: {:?}", output.status))?,
-        stdout: String::from_utf8(output.stdout)?,
-        stderr: String::from_utf8(output.stderr)?,
-    })
+/// Runs `perdure-child ARGS --url URL` (see [`child::cli_at`]).
+async fn cli_at(url: &str, key: Option<&str>, args: &[&str]) -> anyhow::Result<CliRun> {
+    child::cli_at(CHILD, url, key, args).await
 }
 
 /// The CLI against `host` with the master key.
-async fn cli(host: &TestHost, args: &[&str]) -> anyhow::Result<Run> {
+async fn cli(host: &TestHost, args: &[&str]) -> anyhow::Result<CliRun> {
     cli_at(&host.url(""), Some(MASTER_KEY), args).await
 }
 

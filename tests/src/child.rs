@@ -314,3 +314,58 @@ impl Drop for ChildHost {
         let _ = self.child.wait();
     }
 }
+
+/// What one run of the CLI did.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// Stdout as the one JSON document `--json` promises.
+    pub fn json(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_str(&self.stdout)
+            .with_context(|| format!("not one JSON document: {self:?}"))
+    }
+
+    /// The stdout line that starts with `label` (a status field).
+    pub fn field(&self, label: &str) -> &str {
+        self.stdout
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_default()
+    }
+}
+
+/// Runs `binary ARGS --url URL` (the CLI) with `key` (if any) in
+/// PERDURE_MASTER_KEY and nothing else of the test's environment that the
+/// CLI reads. Blocking, so on the blocking pool: the host keeps serving.
+pub async fn cli_at(
+    binary: &str,
+    url: &str,
+    key: Option<&str>,
+    args: &[&str],
+) -> anyhow::Result<CliRun> {
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .args(["--url", url])
+        .env_remove("PERDURE_URL")
+        .env_remove("PERDURE_MASTER_KEY")
+        .env_remove("PERDURE_LOG")
+        .stdin(Stdio::null());
+    if let Some(key) = key {
+        command.env("PERDURE_MASTER_KEY", key);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    Ok(CliRun {
+        code: output
+            .status
+            .code()
+            .ok_or_else(|| anyhow::anyhow!("the CLI was killed: {:?}", output.status))?,
+        stdout: String::from_utf8(output.stdout)?,
+        stderr: String::from_utf8(output.stderr)?,
+    })
+}

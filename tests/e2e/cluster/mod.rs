@@ -154,20 +154,15 @@ async fn balance(member: &Member, account: &str) -> anyhow::Result<Option<i64>> 
 
 /// `perdure cluster` against `member`: its table.
 async fn cluster_cli(member: &Member) -> anyhow::Result<String> {
-    let url = member.host.base_url().to_owned();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(CHILD)
-            .args(["cluster", "--url", &url])
-            .env("PERDURE_MASTER_KEY", perdure_tests::MASTER_KEY)
-            .output()
-    })
-    .await??;
-    anyhow::ensure!(
-        output.status.success(),
-        "perdure cluster: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?)
+    let run = perdure_tests::child::cli_at(
+        CHILD,
+        member.host.base_url(),
+        Some(MASTER_KEY),
+        &["cluster"],
+    )
+    .await?;
+    anyhow::ensure!(run.code == 0, "perdure cluster: {}", run.stderr);
+    Ok(run.stdout)
 }
 
 async fn database() -> anyhow::Result<Option<TestDb>> {
