@@ -19,6 +19,7 @@ mod guest_log;
 mod imports;
 mod instance_log;
 mod outbound;
+mod replay_random;
 mod state;
 
 use std::sync::Arc;
@@ -77,6 +78,17 @@ const INLINE_TEARDOWN_BYTES: usize = 2 << 20;
 /// this covers the heaps of typical functions while bounding the RSS an
 /// idle slot keeps (256 KiB each: 250 MiB with all 1000 default slots warm).
 const KEEP_RESIDENT: usize = 256 << 10;
+
+/// Pool slots per sandbox slot (one per `max_instances`), sized for the
+/// largest components in use: a CPython component (componentize-py)
+/// instantiates 14 core modules with one memory and two tables; a
+/// StarlingMonkey one 4, a Rust one 1 or 2. With fewer, a Python app could
+/// not load below `--max-instances 4`, and at 20 only 5 of its instances
+/// fitted. A core-instance slot is bookkeeping (its VMContext is allocated
+/// on use), so the generous count costs no memory up front.
+const CORE_INSTANCES_PER_SLOT: u32 = 16;
+const MEMORIES_PER_SLOT: u32 = 2;
+const TABLES_PER_SLOT: u32 = 4;
 
 /// Limits applied to every invocation. They exist so that one bad guest
 /// cannot take the host down with it.
@@ -384,9 +396,9 @@ impl Sandbox {
     ) -> Result<Self, EngineError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(limits.max_instances)
-            .total_core_instances(limits.max_instances.saturating_mul(4))
-            .total_memories(limits.max_instances.saturating_mul(2))
-            .total_tables(limits.max_instances.saturating_mul(4))
+            .total_core_instances(limits.max_instances.saturating_mul(CORE_INSTANCES_PER_SLOT))
+            .total_memories(limits.max_instances.saturating_mul(MEMORIES_PER_SLOT))
+            .total_tables(limits.max_instances.saturating_mul(TABLES_PER_SLOT))
             .total_stacks(limits.max_instances)
             .max_memory_size(limits.memory_bytes)
             // Returning a slot to the pool used to reset it with madvise, and

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{
-    Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView,
-    WasiView,
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
 };
 
 use super::guest_log::{GuestOutput, LogTag};
+use super::replay_random::ReplayRandom;
 use crate::model::FunctionKind;
 
 /// Caps linear memory and table growth of one store. Growing past the cap
@@ -253,26 +253,6 @@ impl HostMonotonicClock for OrchestrationClock {
     }
 }
 
-/// Bytes of the deterministic random cycle an orchestrator reads.
-const SEED_BYTES: usize = 4096;
-
-/// Randomness derived from the instance id and generation: the same in
-/// every replay, different in the next generation.
-fn instance_seed(instance: &str, generation: u64) -> Vec<u8> {
-    use sha2::{Digest as _, Sha256};
-    let mut bytes = Vec::with_capacity(SEED_BYTES);
-    let mut block = 0u64;
-    while bytes.len() < SEED_BYTES {
-        let mut hash = Sha256::new();
-        hash.update(b"perdure-random:");
-        hash.update(perdure_records::in_generation(instance, generation).as_bytes());
-        hash.update(block.to_le_bytes());
-        bytes.extend_from_slice(&hash.finalize());
-        block += 1;
-    }
-    bytes
-}
-
 impl InvocationState {
     /// After a host call that may have blocked, the guest gets its full
     /// time limit again: the limit bounds computation, not waiting.
@@ -341,14 +321,12 @@ impl InvocationState {
         if let Role::Orchestrator(session) = &role {
             // Replays must see the same time and the same random numbers
             // (HashMap seeds included) as the first run.
-            let seed = instance_seed(session.instance_id(), session.generation());
+            let (instance, generation) = (session.instance_id(), session.generation());
             wasi.wall_clock(OrchestrationClock(session.clock()))
                 .monotonic_clock(OrchestrationClock(session.clock()))
-                .secure_random(Deterministic::new(seed.clone()))
-                .insecure_random(Deterministic::new(seed.iter().rev().copied().collect()))
-                .insecure_random_seed(u128::from_le_bytes(
-                    seed[..16].try_into().unwrap_or_default(),
-                ));
+                .secure_random(ReplayRandom::secure(instance, generation))
+                .insecure_random(ReplayRandom::insecure(instance, generation))
+                .insecure_random_seed(ReplayRandom::seed(instance, generation));
         }
         Self {
             wasi: wasi.build(),
