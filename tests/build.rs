@@ -8,7 +8,15 @@ use std::path::PathBuf;
 
 fn main() {
     let root = xtask::repo_root();
-    for watched in ["wit", "guest-sdk", "examples-wasm", "tests/guests"] {
+    for watched in [
+        "wit",
+        "guest-sdk",
+        "examples-wasm",
+        "tests/guests",
+        "guest-sdk-python",
+        "examples-python",
+        "tests/guests-python",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     if let Err(e) = xtask::ensure_guest_target() {
@@ -32,6 +40,27 @@ fn main() {
                 guest.wasm.display().to_string()
             );
         }
+    }
+    // Python apps: `None` (with the reason) on a machine without python3;
+    // the tests that need them fail or skip as PERDURE_REQUIRE_PYTHON says.
+    for (name, dir) in [
+        ("py_examples", "examples-python"),
+        ("py_guests", "tests/guests-python"),
+        // A second build of the same source: the upgrade test's "v2".
+        ("py_guests_rebuilt", "tests/guests-python"),
+    ] {
+        let built = xtask::build_python_app(&root, &root.join(dir), name);
+        let value = match built {
+            Ok(guest) => format!("Ok({:?})", guest.wasm.display().to_string()),
+            Err(xtask::PythonError::Unavailable(why)) => format!("Err({why:?})"),
+            Err(xtask::PythonError::Failed(e)) => panic!("{e}"),
+        };
+        let _ = writeln!(
+            consts,
+            "/// `{name}` built from `{dir}/` with componentize-py, or why not.\n\
+             pub const {}: Result<&str, &str> = {value};",
+            name.to_uppercase()
+        );
     }
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::write(out.join("guests.rs"), consts).expect("cannot write guests.rs");

@@ -26,6 +26,7 @@ mod outbound;
 mod overload;
 mod patterns;
 mod postgres_harness;
+mod python;
 mod read_only;
 mod restart;
 mod sandbox;

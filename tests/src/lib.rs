@@ -23,6 +23,7 @@ pub mod browser;
 pub mod child;
 pub mod load;
 pub mod postgres;
+pub mod python;
 
 /// Paths of the built components, one constant per guest crate.
 pub mod service;

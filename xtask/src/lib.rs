@@ -9,6 +9,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod python;
+
+pub use python::{PythonError, build_python_app};
+
 /// The wasm target guests build for.
 pub const GUEST_TARGET: &str = "wasm32-wasip2";
 

@@ -1,14 +1,16 @@
 //! `cargo xtask`: developer tasks.
 //!
 //! - `cargo xtask build`: builds the host and the example apps, and copies
-//!   each example's component to `functions/<name>.wasm`.
+//!   each example's component to `functions/<name>.wasm`: the Rust ones
+//!   from `examples-wasm/`, and the Python app from `examples-python/`
+//!   (skipped, with a message, on a machine without python3).
 //! - `cargo xtask serve [ARGS...]`: the same, then runs `perdure serve
 //!   --functions functions ARGS...`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use xtask::{build_guests, ensure_guest_target, repo_root};
+use xtask::{PythonError, build_guests, build_python_app, ensure_guest_target, repo_root};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -53,6 +55,15 @@ fn build() -> Result<PathBuf, String> {
         let dest = functions.join(format!("{}.wasm", guest.name.replace('_', "-")));
         copy_atomically(&guest.wasm, &dest)?;
         println!("built {}", dest.display());
+    }
+    match build_python_app(&root, &root.join("examples-python"), "py_examples") {
+        Ok(guest) => {
+            let dest = functions.join("py-examples.wasm");
+            copy_atomically(&guest.wasm, &dest)?;
+            println!("built {}", dest.display());
+        }
+        Err(skipped @ PythonError::Unavailable(_)) => eprintln!("xtask: {skipped}"),
+        Err(PythonError::Failed(e)) => return Err(e),
     }
     let status = Command::new(cargo())
         .args(["build", "--release", "--package", "perdure"])

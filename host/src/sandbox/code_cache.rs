@@ -78,7 +78,11 @@ impl CodeCache {
 
     fn store(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
         let code = component.serialize()?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per writer: two threads (or hosts sharing the folder) may
+        // compile the same component at once.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
         fs::write(&tmp, code)?;
         fs::rename(&tmp, path)?;
         Ok(())
